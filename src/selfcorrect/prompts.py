@@ -1,0 +1,58 @@
+"""Named prompt templates (Jinja) that turn a trajectory into the next user message.
+
+Every template has a name, and the name is recorded on the turn it produced, so a run says exactly which
+instruction was used. Templates see `question` (the task's rendering of the example), `fields` (the example's raw
+fields) and `round`. Users add their own from a YAML file of `name: template` pairs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from selfcorrect.errors import SelfCorrectError, suggest
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    template: str
+
+    def render(self, **variables: object) -> str:
+        from jinja2 import StrictUndefined, TemplateError
+        from jinja2.sandbox import SandboxedEnvironment
+
+        env = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=False)
+        try:
+            return env.from_string(self.template).render(**variables)
+        except TemplateError as exc:
+            raise SelfCorrectError(f"prompt {self.name!r}: {exc}") from None
+
+
+BUILTIN: dict[str, str] = {
+    # Round 1: the task's own question, optionally followed by an instruction (see `question_with`).
+    "question": "{{ question }}",
+    # The plain review instruction of the foundation's `eval` and of Huang et al.'s intrinsic baseline.
+    "review": "Review your previous answer and correct it if needed.",
+}
+
+
+def load_prompts(path: str | Path | None = None) -> dict[str, Prompt]:
+    """The built-in prompts, plus (overriding them) those of a user YAML file of `name: template` pairs."""
+    prompts = {name: Prompt(name, text) for name, text in BUILTIN.items()}
+    if path is None:
+        return prompts
+    from selfcorrect.config import read_yaml
+
+    for name, text in read_yaml(path).items():
+        if not isinstance(text, str):
+            raise SelfCorrectError(f"{path}: prompt {name!r} must be a string template")
+        prompts[str(name)] = Prompt(str(name), text)
+    return prompts
+
+
+def get_prompt(prompts: dict[str, Prompt], name: str) -> Prompt:
+    if name not in prompts:
+        raise SelfCorrectError(f"unknown prompt {name!r}{suggest(name, sorted(prompts))}; "
+                               f"known: {', '.join(sorted(prompts))}")
+    return prompts[name]

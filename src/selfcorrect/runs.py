@@ -1,0 +1,155 @@
+"""Run folders: `config.yaml` (resolved), `samples.jsonl` (one trajectory a line), `summary.json`.
+
+`samples.jsonl` is appended and flushed after every batch, so a killed run loses at most the batch in flight, and
+`--resume` skips the ids already written. A line cut off by a kill is dropped on resume (the file is truncated back
+to its last complete line), so every id ends up exactly once. Every other file is written to a temporary file and
+renamed, so a reader never sees half a result.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from selfcorrect.errors import SelfCorrectError
+from selfcorrect.trajectory import Trajectory
+
+CONFIG_FILE = "config.yaml"
+SAMPLES_FILE = "samples.jsonl"
+SUMMARY_FILE = "summary.json"
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write via a temporary file in the same folder and rename: readers see the old file or the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def write_yaml(path: str | Path, obj: Any) -> None:
+    import yaml
+
+    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False, allow_unicode=True))
+
+
+def git_hash() -> str | None:
+    """The commit of the selfcorrect checkout (None when installed from a wheel or git is missing)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def environment_info() -> dict[str, Any]:
+    """Versions that can change results; recorded in every summary."""
+    from importlib import metadata
+
+    import selfcorrect
+
+    versions = {"python": platform.python_version(), "selfcorrect": selfcorrect.__version__}
+    for pkg in ("torch", "transformers", "trl", "peft", "numpy"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            continue
+    return {"versions": versions, "platform": platform.platform(), "git_hash": git_hash(),
+            "date": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+class RunFolder:
+    """One run's folder. Create with `RunFolder.open(out, config, resume=...)`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    @property
+    def samples_path(self) -> Path:
+        return self.path / SAMPLES_FILE
+
+    @classmethod
+    def open(cls, out: str | Path, config: dict[str, Any], resume: bool = False,
+             ignore_on_resume: Iterable[str] = ("quiet", "resume")) -> RunFolder:
+        """Start a run in `out`, or continue it with `resume=True` (the config must then be the same)."""
+        path = Path(out)
+        config_file = path / CONFIG_FILE
+        ignored = set(ignore_on_resume)
+        if resume:
+            if not config_file.is_file():
+                raise SelfCorrectError(f"cannot resume: {config_file} does not exist")
+            from selfcorrect.config import read_yaml
+
+            saved = read_yaml(config_file)
+            for key in sorted(set(saved) | set(config)):
+                if key not in ignored and saved.get(key) != config.get(key):
+                    raise SelfCorrectError(f"cannot resume {path}: config key {key!r} differs "
+                                           f"(saved {saved.get(key)!r}, now {config.get(key)!r})")
+        elif path.exists() and any(path.iterdir()):
+            raise SelfCorrectError(f"output folder {path} already exists; pass --resume to continue it "
+                                   "or choose another --out")
+        path.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            write_yaml(config_file, config)
+        return cls(path)
+
+    def _repair_tail(self) -> None:
+        """Drop a last line that a kill cut off mid-write, so the file holds complete records only."""
+        if not self.samples_path.exists():
+            return
+        data = self.samples_path.read_bytes()
+        if data and not data.endswith(b"\n"):
+            with self.samples_path.open("r+b") as handle:
+                handle.truncate(data.rfind(b"\n") + 1)
+
+    def read_samples(self) -> list[Trajectory]:
+        """Every complete trajectory written so far, in file order."""
+        self._repair_tail()
+        if not self.samples_path.exists():
+            return []
+        trajectories = []
+        with self.samples_path.open() as handle:
+            for number, line in enumerate(handle, 1):
+                if not line.strip():
+                    continue
+                try:
+                    trajectories.append(Trajectory.from_json(line))
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise SelfCorrectError(f"{self.samples_path} line {number}: not a trajectory ({exc})") from None
+        return trajectories
+
+    def done_ids(self) -> set[str]:
+        return {t.id for t in self.read_samples()}
+
+    def append(self, trajectories: Iterable[Trajectory]) -> None:
+        """Append one batch and flush it to disk before returning."""
+        lines = "".join(t.to_json() + "\n" for t in trajectories)
+        if not lines:
+            return
+        with self.samples_path.open("a") as handle:
+            handle.write(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+    def write_summary(self, summary: dict[str, Any]) -> Path:
+        path = self.path / SUMMARY_FILE
+        write_json(path, {**summary, "environment": environment_info()})
+        return path
