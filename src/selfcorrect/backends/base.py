@@ -114,3 +114,10 @@ def request_seed(*parts: object) -> int:
     """A 63-bit seed from any key (run seed, example id, round, sample index): stable across runs and machines."""
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut `text` at the earliest stop string, which is excluded, as vLLM and OpenAI servers do."""
+    positions = [text.find(s) for s in stop if s]
+    found = [p for p in positions if p >= 0]
+    return text[:min(found)] if found else text

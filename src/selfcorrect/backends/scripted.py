@@ -13,17 +13,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from selfcorrect.backends.base import Backend, Generation, GenerationRequest, request_seed
+from selfcorrect.backends.base import Backend, Generation, GenerationRequest, request_seed, truncate_at_stop
 from selfcorrect.errors import SelfCorrectError
 
 Respond = Callable[[GenerationRequest, int], str]
-
-
-def truncate_at_stop(text: str, stop: Sequence[str]) -> str:
-    """Cut `text` at the earliest stop string, which is excluded, as vLLM and OpenAI servers do."""
-    positions = [text.find(s) for s in stop if s]
-    found = [p for p in positions if p >= 0]
-    return text[:min(found)] if found else text
 
 
 def _conversation_key(request: GenerationRequest) -> tuple[str, int]:

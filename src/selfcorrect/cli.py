@@ -1,0 +1,160 @@
+"""`selfcorrect`: one command, sub-commands per job. Heavy imports happen inside commands, so `--help` is instant.
+
+Bad input (unknown task, unknown config key, broken file, missing model folder) is reported as one line on stderr
+with exit code 2; a traceback means a bug in selfcorrect.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from selfcorrect.errors import SelfCorrectError
+
+app = typer.Typer(help="Train, run and measure self-correction in language models.", no_args_is_help=True,
+                  add_completion=False, pretty_exceptions_enable=False,
+                  epilog="Quick start: `selfcorrect demo` (pretrains the CPU sandbox model once, then evaluates it).")
+sandbox_app = typer.Typer(help="The CPU sandbox: a tiny model trained from scratch here.", no_args_is_help=True)
+app.add_typer(sandbox_app, name="sandbox")
+
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+Seed = Annotated[int, typer.Option(help="The one seed that decides everything.")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config; CLI flags override it.")]
+Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override any config key: --set key=value.")]
+
+
+def _config(cls: Any, config_file: Path | None, overrides: list[str] | None, flags: dict[str, Any]) -> Any:
+    """Defaults < YAML file < explicit CLI flags < --set overrides."""
+    from selfcorrect.config import load_config, merge, parse_overrides
+
+    given = {k: v for k, v in flags.items() if v is not None}
+    return load_config(cls, config_file, merge(given, parse_overrides(overrides)))
+
+
+@app.command("tasks")
+def tasks_command() -> None:
+    """List the registered tasks, one line each."""
+    from selfcorrect.tasks import task_class, task_names
+
+    for name in task_names():
+        typer.echo(f"{name:<15} {task_class(name).description}")
+
+
+@sandbox_app.command("pretrain")
+def sandbox_pretrain(
+    out: Annotated[Path | None, typer.Option(help="Folder for the model (default: the shared sandbox cache).")] = None,
+    task: Annotated[str, typer.Option(help="Sandbox task.")] = "sandbox-chain",
+    seed: Seed = 0,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+    quiet: Quiet = False,
+) -> None:
+    """Pretrain the sandbox model from scratch on the CPU and report its loss curve."""
+    from selfcorrect.sandbox.cache import ensure_sandbox, pretrain_to
+    from selfcorrect.sandbox.pretrain import PretrainConfig, load_report
+
+    if task != "sandbox-chain":
+        raise SelfCorrectError(f"sandbox pretrain supports task 'sandbox-chain', not {task!r}")
+    cfg = _config(PretrainConfig, config, overrides, {"seed": seed})
+    if out is None:
+        model_dir = ensure_sandbox(cfg, quiet=quiet)
+    else:
+        if out.exists() and any(out.iterdir()):
+            raise SelfCorrectError(f"output folder {out} already exists; choose another --out")
+        from selfcorrect.progress import Progress
+
+        with Progress(quiet=quiet) as progress:
+            progress.add("pretraining", cfg.phase1_steps + cfg.phase2_steps)
+            model_dir = pretrain_to(cfg, out, lambda _p, n: progress.advance("pretraining", n))
+    report = load_report(model_dir)
+    for entry in report["loss_curve"]:
+        typer.echo(f"{entry['phase']:<10} step {entry['step']:>5}  loss {entry['loss']:.4f}")
+    typer.echo(f"noise floor (plain trace, per token): {report['noise_floor_plain']:.4f}")
+    typer.echo(f"model: {model_dir}")
+
+
+@app.command("eval")
+def eval_command(
+    out: Annotated[Path, typer.Option(help="Run folder to create (or continue with --resume).")],
+    task: Annotated[str | None, typer.Option(help="Task name (see `selfcorrect tasks`).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model folder or hub id; `sandbox` = the sandbox model.")] = None,
+    backend: Annotated[str | None, typer.Option(help="Backend: hf, openai, vllm, scripted.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Review rounds after the first answer.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples of the split.")] = None,
+    split: Annotated[str | None, typer.Option(help="train, validation or test.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy.")] = None,
+    seed: Annotated[int | None, typer.Option(help="The one seed that decides everything.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+    quiet: Quiet = False,
+) -> None:
+    """First answer plus N rounds of "review your previous answer and correct it if needed"."""
+    from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+
+    flags = {"task": task, "model": model, "backend": backend, "rounds": rounds, "limit": limit, "split": split,
+             "temperature": temperature, "seed": seed}
+    cfg = _config(EvalConfig, config, overrides, flags)
+    summary = run_eval(cfg, out, resume=resume, quiet=quiet)
+    _print_summary(summary, out)
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    from selfcorrect.analysis.metrics import format_table
+
+    typer.echo(format_table(summary["metrics"]))
+    if summary.get("lucky_hit_rate_t1") is not None:
+        typer.echo(f"lucky-hit rate at t1 (wrong traces whose final digit is right; exact-trace reward gives them 0): "
+                   f"{summary['lucky_hit_rate_t1']:.3f}")
+    typer.echo(f"run folder: {out}")
+
+
+@app.command("demo")
+def demo_command(
+    out: Annotated[Path, typer.Option(help="Where the demo's run folders go.")] = Path("runs/demo"),
+    seed: Seed = 0,
+    quiet: Quiet = False,
+) -> None:
+    """The main job: pretrain (or load) the sandbox model and measure one round of self-correction on it."""
+    from selfcorrect.demo import run_demo
+
+    run_demo(out, seed=seed, quiet=quiet)
+
+
+def _mount_optional_apps() -> None:
+    """Sub-apps owned by other modules; each keeps its own heavy imports inside its commands."""
+    try:
+        from selfcorrect.icalign.cli import app as icalign_app
+    except ImportError:
+        return
+    app.add_typer(icalign_app, name="icalign")
+
+
+_mount_optional_apps()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 for bad input) instead of raising."""
+    import click
+
+    try:
+        app(args=argv, prog_name="selfcorrect", standalone_mode=False)
+    except SelfCorrectError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.exceptions.Abort:
+        print("aborted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

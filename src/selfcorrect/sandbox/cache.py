@@ -1,0 +1,85 @@
+"""Where sandbox models live: pretrained once per recipe, then reused by the demo, the tests and every command.
+
+A cached model folder is named by a hash of its `PretrainConfig` (plus a recipe version bumped whenever the
+pretraining code changes what it produces), and is written under a temporary name and renamed when complete, so
+an interrupted pretraining never leaves a half model behind. `SELFCORRECT_CACHE` moves the cache (default
+`~/.cache/selfcorrect`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from selfcorrect.errors import SelfCorrectError
+from selfcorrect.sandbox.pretrain import PretrainConfig
+
+RECIPE_VERSION = 1
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("SELFCORRECT_CACHE") or Path.home() / ".cache" / "selfcorrect")
+
+
+def sandbox_dir(config: PretrainConfig) -> Path:
+    key = json.dumps({"recipe": RECIPE_VERSION, **config.model_dump()}, sort_keys=True)
+    return cache_root() / "sandbox" / hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
+
+
+def sample_first_attempts(model: Any, questions: list[str], seed: int) -> list[str]:
+    """The bootstrap sampler: the in-training model answers at temperature 1 through the ordinary `hf` backend."""
+    from selfcorrect.backends.base import GenerationRequest, SamplingParams, request_seed
+    from selfcorrect.backends.hf import HFBackend
+    from selfcorrect.sandbox.tokenizer import build_tokenizer
+
+    backend = HFBackend.from_objects(model, build_tokenizer(), name="sandbox-in-training")
+    requests = [GenerationRequest(params=SamplingParams(temperature=1.0, max_new_tokens=2 * len(q) + 2,
+                                                        seed=request_seed(seed, i)),
+                                  messages=[{"role": "user", "content": q}]) for i, q in enumerate(questions)]
+    return [g.text for g in backend.generate(requests)]
+
+
+def pretrain_to(config: PretrainConfig, out: Path, progress: Callable[[str, int], Any] | None = None) -> Path:
+    """Pretrain and save into `out` atomically (a sibling temp folder renamed at the end)."""
+    from selfcorrect.sandbox.pretrain import pretrain, save
+
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model, report = pretrain(config, sample_first_attempts, progress)
+    save(model, report, tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def ensure_sandbox(config: PretrainConfig | None = None, quiet: bool = False) -> Path:
+    """The cached sandbox model for `config` (default recipe), pretraining it first if it is not there yet."""
+    config = config or PretrainConfig()
+    out = sandbox_dir(config)
+    if (out / "model.safetensors").is_file():
+        return out
+    from selfcorrect.progress import Progress
+
+    total = config.phase1_steps + config.phase2_steps
+    with Progress(quiet=quiet) as progress:
+        progress.add("pretraining sandbox model", total)
+        pretrain_to(config, out, lambda _phase, n: progress.advance("pretraining sandbox model", n))
+    return out
+
+
+def resolve_model(name: str | None) -> Path | str:
+    """`sandbox` (or nothing) -> the cached default sandbox model; an existing folder -> itself; else a hub id."""
+    if name in (None, "sandbox"):
+        return ensure_sandbox()
+    path = Path(name)
+    if path.exists():
+        return path
+    if name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise SelfCorrectError(f"model folder not found: {name}")
+    return name
