@@ -97,3 +97,16 @@ def test_overrides_beat_the_file(tmp_path):
     assert (cfg.rounds, cfg.temperature, cfg.options) == (4, 0.5, {"k": "v"})
     with pytest.raises(SelfCorrectError, match="key=value"):
         parse_overrides(["rounds"])
+
+
+def test_tracker_flattens_metrics_and_is_inert_without_a_tracker(tmp_path):
+    from selfcorrect.tracking import Tracker, flatten
+
+    metrics = {"test@T1": {"delta": {"value": 0.25, "ci": [0.1, 0.4]}, "n_examples": 500, "name": "x"}}
+    assert flatten(metrics) == {"test@T1/delta": 0.25, "test@T1/n_examples": 500.0}
+    tracker = Tracker(None, tmp_path, {})
+    tracker.log(metrics, step=1)  # no tracker: nothing imported, nothing written
+    tracker.close()
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(SelfCorrectError, match="unknown tracker"):
+        Tracker("neptune", tmp_path, {})

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
+from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Seed, build_config
 from selfcorrect.errors import SelfCorrectError
 
 app = typer.Typer(help="Train, run and measure self-correction in language models.", no_args_is_help=True,
@@ -19,20 +20,6 @@ app = typer.Typer(help="Train, run and measure self-correction in language model
                   epilog="Quick start: `selfcorrect demo` (pretrains the CPU sandbox model once, then evaluates it).")
 sandbox_app = typer.Typer(help="The CPU sandbox: a tiny model trained from scratch here.", no_args_is_help=True)
 app.add_typer(sandbox_app, name="sandbox")
-
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-Seed = Annotated[int, typer.Option(help="The one seed that decides everything.")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config; CLI flags override it.")]
-Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override any config key: --set key=value.")]
-
-
-def _config(cls: Any, config_file: Path | None, overrides: list[str] | None, flags: dict[str, Any]) -> Any:
-    """Defaults < YAML file < explicit CLI flags < --set overrides."""
-    from selfcorrect.config import load_config, merge, parse_overrides
-
-    given = {k: v for k, v in flags.items() if v is not None}
-    return load_config(cls, config_file, merge(given, parse_overrides(overrides)))
-
 
 @app.command("tasks")
 def tasks_command() -> None:
@@ -58,7 +45,7 @@ def sandbox_pretrain(
 
     if task != "sandbox-chain":
         raise SelfCorrectError(f"sandbox pretrain supports task 'sandbox-chain', not {task!r}")
-    cfg = _config(PretrainConfig, config, overrides, {"seed": seed})
+    cfg = build_config(PretrainConfig, config, overrides, {"seed": seed})
     if out is None:
         model_dir = ensure_sandbox(cfg, quiet=quiet)
     else:
@@ -76,42 +63,6 @@ def sandbox_pretrain(
     typer.echo(f"model: {model_dir}")
 
 
-@app.command("eval")
-def eval_command(
-    out: Annotated[Path, typer.Option(help="Run folder to create (or continue with --resume).")],
-    task: Annotated[str | None, typer.Option(help="Task name (see `selfcorrect tasks`).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model folder or hub id; `sandbox` = the sandbox model.")] = None,
-    backend: Annotated[str | None, typer.Option(help="Backend: hf, openai, vllm, scripted.")] = None,
-    rounds: Annotated[int | None, typer.Option(help="Review rounds after the first answer.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N examples of the split.")] = None,
-    split: Annotated[str | None, typer.Option(help="train, validation or test.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="0 = greedy.")] = None,
-    seed: Annotated[int | None, typer.Option(help="The one seed that decides everything.")] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
-    config: ConfigFile = None,
-    overrides: Overrides = None,
-    quiet: Quiet = False,
-) -> None:
-    """First answer plus N rounds of "review your previous answer and correct it if needed"."""
-    from selfcorrect.methods.intrinsic import EvalConfig, run_eval
-
-    flags = {"task": task, "model": model, "backend": backend, "rounds": rounds, "limit": limit, "split": split,
-             "temperature": temperature, "seed": seed}
-    cfg = _config(EvalConfig, config, overrides, flags)
-    summary = run_eval(cfg, out, resume=resume, quiet=quiet)
-    _print_summary(summary, out)
-
-
-def _print_summary(summary: dict[str, Any], out: Path) -> None:
-    from selfcorrect.analysis.metrics import format_table
-
-    typer.echo(format_table(summary["metrics"]))
-    if summary.get("lucky_hit_rate_t1") is not None:
-        typer.echo(f"lucky-hit rate at t1 (wrong traces whose final digit is right; exact-trace reward gives them 0): "
-                   f"{summary['lucky_hit_rate_t1']:.3f}")
-    typer.echo(f"run folder: {out}")
-
-
 @app.command("demo")
 def demo_command(
     out: Annotated[Path, typer.Option(help="Where the demo's run folders go.")] = Path("runs/demo"),
@@ -124,16 +75,18 @@ def demo_command(
     run_demo(out, seed=seed, quiet=quiet)
 
 
-def _mount_optional_apps() -> None:
-    """Sub-apps owned by other modules; each keeps its own heavy imports inside its commands."""
-    try:
-        from selfcorrect.icalign.cli import app as icalign_app
-    except ImportError:
-        return
-    app.add_typer(icalign_app, name="icalign")
+COMMAND_MODULES = ("selfcorrect.commands.eval", "selfcorrect.commands.stasc", "selfcorrect.commands.inference")
+"""Modules that add commands with `register(app)`; each keeps its heavy imports inside its command functions."""
 
 
-_mount_optional_apps()
+def _register_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,16 @@ from typing import Any
 import numpy as np
 
 from selfcorrect.config import StrictModel
-from selfcorrect.sandbox.data import correction_batch, plain_batch, sequence_length
-from selfcorrect.tasks.sandbox_chain import ChainSpec, SandboxChainTask, correction_targets, noisy_states, render_trace
+from selfcorrect.sandbox.data import PAD, correction_batch, plain_batch, sequence_length
+from selfcorrect.tasks.sandbox_chain import (
+    ChainSpec,
+    SandboxChainTask,
+    correction_targets,
+    first_error,
+    noisy_states,
+    parse_trace,
+    render_trace,
+)
 
 
 class PretrainConfig(StrictModel):
@@ -60,7 +68,7 @@ def build_model(config: PretrainConfig) -> Any:
     """A GPT-2 with learned absolute positions: at this size RoPE Llama failed to learn digit alignment on CPU."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    from selfcorrect.sandbox.data import BOS, EOS, PAD
+    from selfcorrect.sandbox.data import BOS, EOS
     from selfcorrect.sandbox.tokenizer import VOCAB
 
     gpt_config = GPT2Config(vocab_size=len(VOCAB), n_positions=sequence_length(config.n_digits) + 8,
@@ -108,7 +116,8 @@ def train_phase(model: Any, config: PretrainConfig, steps: int, lr: float, make_
         ids, mask = make_batch()
         input_ids = torch.from_numpy(ids)
         labels = torch.where(torch.from_numpy(mask), input_ids, torch.full_like(input_ids, -100))
-        loss = model(input_ids=input_ids, labels=labels).loss
+        attention = (input_ids != PAD).long()  # right padding: pads sit after the content and carry no loss
+        loss = model(input_ids=input_ids, attention_mask=attention, labels=labels).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -148,6 +157,7 @@ def pretrain(config: PretrainConfig, sampler: Sampler, progress: Callable[[str, 
     n_plain = config.batch_size - n_corr
     log: list[dict] = []
     timings: dict[str, float] = {}
+    bootstrap: list[dict] = []
 
     def noisy_traces(questions: list[str]) -> list[str]:
         digits = np.array([[int(c) for c in q] for q in questions])
@@ -172,9 +182,14 @@ def pretrain(config: PretrainConfig, sampler: Sampler, progress: Callable[[str, 
 
     for round_index in range(config.bootstrap_rounds):
         start = time.perf_counter()
-        pool_q = stream.draw(config.bootstrap_questions)
-        pool_a = sampler(model, pool_q, config.seed * 1000 + round_index)
+        drawn = stream.draw(config.bootstrap_questions)
+        sampled = sampler(model, drawn, config.seed * 1000 + round_index)
+        # A malformed attempt (not 2N digits) cannot sit in the fixed-length correction layout; they are rare.
+        pool = [(q, a) for q, a in zip(drawn, sampled, strict=True) if parse_trace(a, config.n_digits) is not None]
+        pool_q, pool_a = [q for q, _ in pool], [a for _, a in pool]
         timings[f"bootstrap{round_index + 1}_sampling_s"] = time.perf_counter() - start
+        bootstrap.append({"round": round_index + 1, "attempts": len(drawn), "malformed": len(drawn) - len(pool),
+                          "correct": sum(first_error(q, a) is None for q, a in pool)})
         order = iter(np.random.default_rng([config.seed, 11, round_index]).permutation(10**9))
 
         def own_attempts(count: int, pool_q=pool_q, pool_a=pool_a, order=order) -> tuple[list[str], list[str]]:
@@ -188,7 +203,7 @@ def pretrain(config: PretrainConfig, sampler: Sampler, progress: Callable[[str, 
                     f"phase2.{round_index + 1}", tick)
         timings[f"phase2.{round_index + 1}_s"] = time.perf_counter() - start
 
-    report = {"config": config.model_dump(), "loss_curve": log, "timings": timings,
+    report = {"config": config.model_dump(), "loss_curve": log, "timings": timings, "bootstrap": bootstrap,
               "noise_floor_plain": noise_floor(config),
               "parameters": sum(p.numel() for p in model.parameters())}
     return model, report

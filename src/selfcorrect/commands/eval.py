@@ -1,0 +1,75 @@
+"""`selfcorrect eval`: multi-round self-correction on any task and backend (intrinsic, cac, self-refine-style)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, build_config
+
+
+def eval_command(
+    out: Annotated[Path, typer.Option(help="Run folder to create (or continue with --resume).")],
+    task: Annotated[str | None, typer.Option(help="Task name (see `selfcorrect tasks`).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model folder or hub id; `sandbox` = the sandbox model.")] = None,
+    backend: Annotated[str | None, typer.Option(help="Backend: hf, openai, vllm, scripted.")] = None,
+    method: Annotated[str | None, typer.Option(help="intrinsic (default), cac or self-refine-style.")] = None,
+    rounds: Annotated[int | None, typer.Option(help="Review rounds (or check/answer rounds) after the first "
+                                                    "answer.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N examples of the split.")] = None,
+    split: Annotated[str | None, typer.Option(help="train, validation or test.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="0 = greedy.")] = None,
+    seed: Annotated[int | None, typer.Option(help="The one seed that decides everything.")] = None,
+    samples: Annotated[int | None, typer.Option(help="Extra samples per answer, for answer entropy.")] = None,
+    stop: Annotated[str | None, typer.Option(help="Stop rule: fixed, converged or oracle (an upper bound).")] = None,
+    question_prompt: Annotated[str | None, typer.Option(help="Round-1 prompt name, e.g. bbq-question.")] = None,
+    review_prompt: Annotated[str | None, typer.Option(help="Review prompt name (intrinsic).")] = None,
+    check_prompt: Annotated[str | None, typer.Option(help="Check prompt name (cac, self-refine-style).")] = None,
+    prompts_file: Annotated[str | None, typer.Option(help="YAML of your own `name: template` prompts.")] = None,
+    critic_noise: Annotated[float | None, typer.Option(help="cac control: inject verdicts, inverted with this "
+                                                            "probability, instead of self-checks.")] = None,
+    hidden_layer: Annotated[int | None, typer.Option(help="Store this layer's hidden states (hf backend; -1 = "
+                                                          "last) for `selfcorrect probe`.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+    quiet: Quiet = False,
+) -> None:
+    """First answer plus N rounds of self-correction; prints accuracy by round with 95% intervals."""
+    from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+
+    flags = {"task": task, "model": model, "backend": backend, "method": method, "rounds": rounds, "limit": limit,
+             "split": split, "temperature": temperature, "seed": seed, "samples": samples, "stop": stop,
+             "question_prompt": question_prompt, "review_prompt": review_prompt, "check_prompt": check_prompt,
+             "prompts_file": prompts_file, "critic_noise": critic_noise, "hidden_layer": hidden_layer}
+    cfg = build_config(EvalConfig, config, overrides, flags)
+    summary = run_eval(cfg, out, resume=resume, quiet=quiet)
+    _print_summary(summary, out)
+
+
+def _print_summary(summary: dict[str, Any], out: Path) -> None:
+    from selfcorrect.analysis.metrics import format_table
+
+    stopping = summary.get("stopping", {})
+    if stopping.get("label"):
+        typer.echo(f"ORACLE RUN -- {stopping['label']}")
+    typer.echo(format_table(summary["metrics"]))
+    if summary.get("convergence"):
+        typer.echo(f"convergence round: {summary['convergence']['round']}; stop rounds: "
+                   f"{stopping.get('stop_round_histogram')}")
+    checks = summary.get("checks")
+    if checks and checks["accuracy"] is not None:
+        gain = checks["gain"]
+        typer.echo(f"check accuracy ({checks['source']}): {checks['accuracy']:.3f} (parsed {checks['parse_rate']:.3f})"
+                   f"; gain acc@t{gain['to_round']} - acc@t1: {gain['value']:+.3f} "
+                   f"[{gain['ci'][0]:+.3f}, {gain['ci'][1]:+.3f}]")
+    if summary.get("lucky_hit_rate_t1") is not None:
+        typer.echo(f"lucky-hit rate at t1 (wrong traces whose final digit is right; exact-trace reward gives them 0): "
+                   f"{summary['lucky_hit_rate_t1']:.3f}")
+    typer.echo(f"run folder: {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_command)

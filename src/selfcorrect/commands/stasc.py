@@ -1,0 +1,90 @@
+"""`selfcorrect stasc` (one run) and `selfcorrect stasc sweep` (variants x seeds + controls)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, build_config
+
+stasc_app = typer.Typer(help="STaSC: self-taught self-correction training (arXiv 2503.08681).",
+                        invoke_without_command=True)
+
+Out = Annotated[Path | None, typer.Option(help="Run folder to create (or continue with --resume).")]
+Resume = Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished step.")]
+
+
+@stasc_app.callback()
+def stasc_command(
+    ctx: typer.Context,
+    out: Out = None,
+    variant: Annotated[str | None, typer.Option(help="EIE (default), EIF, ENE, ENF, FIE, FIF, FNE, FNF.")] = None,
+    method: Annotated[str | None, typer.Option(help="stasc, or an equal-budget control: star, gold.")] = None,
+    budget_from: Annotated[str | None, typer.Option(help="STaSC run whose budget a control matches.")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Number of STaSC iterations.")] = None,
+    n_init: Annotated[int | None, typer.Option("--n-init", help="Initial answers per question.")] = None,
+    n_corr: Annotated[int | None, typer.Option("--n-corr", help="Corrections per initial answer.")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature for training data.")] = None,
+    model: Annotated[str | None, typer.Option(help="M0: model folder, hub id, or `sandbox`.")] = None,
+    task: Annotated[str | None, typer.Option(help="Task name.")] = None,
+    report_to: Annotated[str | None, typer.Option("--report-to", help="wandb, mlflow or tensorboard.")] = None,
+    seed: Annotated[int | None, typer.Option(help="The one seed that decides everything.")] = None,
+    resume: Resume = False,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+    quiet: Quiet = False,
+) -> None:
+    """Run STaSC with every design choice from a YAML config plus CLI overrides."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from selfcorrect.errors import SelfCorrectError
+    from selfcorrect.methods.stasc import STaSCConfig, iteration_table, run_stasc
+
+    if out is None:
+        raise SelfCorrectError("stasc needs --out (the run folder)")
+    flags = {"variant": variant, "method": method, "budget_from": budget_from, "iterations": iterations,
+             "n_init": n_init, "n_corr": n_corr, "temperature": temperature, "model": model, "task": task,
+             "report_to": report_to, "seed": seed}
+    cfg = build_config(STaSCConfig, config, overrides, flags)
+    summary = run_stasc(cfg, out, resume=resume, quiet=quiet)
+    for where in summary["iterations"][0]["eval"]:
+        typer.echo(f"\n{cfg.method.upper()} {cfg.variant}, {where} (95% bootstrap intervals):")
+        typer.echo(iteration_table(summary, where))
+    typer.echo(f"\nselected iteration (on {summary['selection'].get('selected_on')}): "
+               f"{summary['selection'].get('iteration')}")
+    typer.echo(f"run folder: {out}")
+
+
+@stasc_app.command("sweep")
+def sweep_command(
+    out: Annotated[Path, typer.Option(help="Folder for all runs of the sweep.")],
+    variants: Annotated[str, typer.Option(help="Comma-separated variants, or `all`.")] = "all",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
+    controls: Annotated[str, typer.Option(help="Comma-separated equal-budget controls (star, gold) or none.")]
+    = "star,gold",
+    resume: Resume = False,
+    config: ConfigFile = None,
+    overrides: Overrides = None,
+    quiet: Quiet = False,
+) -> None:
+    """Several variants and seeds (and controls): a Table-2-style table (mean ± std) and plots."""
+    from selfcorrect.errors import SelfCorrectError
+    from selfcorrect.methods.stasc import VARIANTS, STaSCConfig
+    from selfcorrect.methods.stasc_sweep import format_markdown, run_sweep
+
+    base = build_config(STaSCConfig, config, overrides, {})
+    chosen = list(VARIANTS) if variants == "all" else [v.strip().upper() for v in variants.split(",")]
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        raise SelfCorrectError(f"unknown variant(s) {', '.join(unknown)}; the 8 variants are {', '.join(VARIANTS)}")
+    control_list = [] if controls in ("", "none") else [c.strip() for c in controls.split(",")]
+    table = run_sweep(base, chosen, [int(s) for s in seeds.split(",")], control_list, out, resume=resume,
+                      quiet=quiet)
+    typer.echo(format_markdown(table))
+    typer.echo(f"sweep folder: {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(stasc_app, name="stasc")
