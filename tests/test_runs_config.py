@@ -110,3 +110,14 @@ def test_tracker_flattens_metrics_and_is_inert_without_a_tracker(tmp_path):
     assert list(tmp_path.iterdir()) == []
     with pytest.raises(SelfCorrectError, match="unknown tracker"):
         Tracker("neptune", tmp_path, {})
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    import os
+
+    umask = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "b.txt", "x")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644

@@ -75,15 +75,19 @@ def demo_command(
     run_demo(out, seed=seed, quiet=quiet)
 
 
-COMMAND_MODULES = ("selfcorrect.commands.eval", "selfcorrect.commands.stasc", "selfcorrect.commands.inference")
+COMMAND_MODULES = ("selfcorrect.commands.eval", "selfcorrect.commands.stasc", "selfcorrect.commands.inference",
+                   "selfcorrect.commands.insec")
 """Modules that add commands with `register(app)`; each keeps its heavy imports inside its command functions."""
 
 
 def _register_commands() -> None:
     import importlib
 
+    from selfcorrect.icalign.cli import app as icalign_app
+
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(app)
+    app.add_typer(icalign_app, name="icalign", help="The in-context alignment lab (arXiv 2405.18634).")
 
 
 _register_commands()

@@ -37,6 +37,7 @@ from selfcorrect.rounds import add_instruction, generate, start
 from selfcorrect.runs import RunFolder
 from selfcorrect.tasks import Task, get_task
 from selfcorrect.tracking import Tracker
+from selfcorrect.training.finetune import SUMMARY_FILE as FINETUNE_SUMMARY
 from selfcorrect.training.finetune import FinetuneConfig
 from selfcorrect.trajectory import Trajectory
 
@@ -236,11 +237,8 @@ def _train(base: Path, selection: dict[str, Any], config: STaSCConfig, budget: d
     def build(tmp: Path) -> None:
         ft = config.finetune.model_copy(update={"seed": seed, "report_to": config.report_to,
                                                 **({"max_steps": budget["steps"]} if budget else {})})
-        result = finetune(base, selection["conversations"], tmp, ft, loss_on="last_assistant",
-                          replay=selection["replay"] or None, quiet=quiet)
-        from selfcorrect.runs import write_json
-
-        write_json(tmp / "training.json", result.to_dict())
+        finetune(base, selection["conversations"], tmp, ft, loss_on="last_assistant",
+                 replay=selection["replay"] or None, quiet=quiet)
 
     return build
 
@@ -301,7 +299,7 @@ def run_stasc(config: STaSCConfig, out: str | Path, resume: bool = False, quiet:
         started = time.perf_counter()
         model_dir = store.folder(f"iter-{n}/model", _train(base, selection, config, budget, seed, quiet))
         timings[f"iter-{n}/finetune_s"] = time.perf_counter() - started
-        training = json.loads((model_dir / "training.json").read_text())
+        training = json.loads((model_dir / FINETUNE_SUMMARY).read_text())
         rows.append(_row(n, evaluate(model_dir, run.path, f"iter-{n}", config, quiet), training, selection))
         tracker.log({**rows[-1]["eval"], "train/steps": training["steps"], "train/kept": selection["n_used"]}, step=n)
         previous = model_dir

@@ -59,17 +59,28 @@ def pretrain_to(config: PretrainConfig, out: Path, progress: Callable[[str, int]
 
 
 def ensure_sandbox(config: PretrainConfig | None = None, quiet: bool = False) -> Path:
-    """The cached sandbox model for `config` (default recipe), pretraining it first if it is not there yet."""
+    """The cached sandbox model for `config` (default recipe), pretraining it first if it is not there yet.
+
+    A file lock makes concurrent callers (parallel tests, two terminals) wait for one pretraining instead of
+    racing to write the same folder.
+    """
+    import fcntl
+
     config = config or PretrainConfig()
     out = sandbox_dir(config)
     if (out / "model.safetensors").is_file():
         return out
-    from selfcorrect.progress import Progress
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_name(out.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (out / "model.safetensors").is_file():
+            return out
+        from selfcorrect.progress import Progress
 
-    total = config.phase1_steps + config.phase2_steps
-    with Progress(quiet=quiet) as progress:
-        progress.add("pretraining sandbox model", total)
-        pretrain_to(config, out, lambda _phase, n: progress.advance("pretraining sandbox model", n))
+        total = config.phase1_steps + config.phase2_steps
+        with Progress(quiet=quiet) as progress:
+            progress.add("pretraining sandbox model", total)
+            pretrain_to(config, out, lambda _phase, n: progress.advance("pretraining sandbox model", n))
     return out
 
 
