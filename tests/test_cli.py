@@ -20,3 +20,10 @@ def test_every_command_has_help(capsys):
         assert main(argv) == 0
     out = capsys.readouterr().out
     assert "--resume" in out and "--rounds" in out and "--seed" in out and "--quiet" in out
+
+
+def test_usage_errors_exit_2_without_a_traceback(capsys):
+    assert main(["no-such-command"]) == 2
+    assert main(["eval", "--out", "x", "--rounds", "many"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "No such command" in err and "Invalid value for '--rounds'" in err

@@ -93,3 +93,10 @@ def test_noisy_correction_never_changes_the_verified_prefix():
             assert t == a
         else:
             assert t[:2 * k] == a[:2 * k] and t[2 * k] == q[k]  # prefix copied, then the right digit is read
+
+
+def test_splits_that_do_not_fit_the_question_space_are_refused():
+    with pytest.raises(SelfCorrectError, match="possible 2-digit questions"):
+        get_task("sandbox-chain", n_digits=2)
+    assert len(get_task("sandbox-chain", n_digits=3, sizes={"train": 40, "validation": 20, "test": 20})
+               .questions("test")) == 20

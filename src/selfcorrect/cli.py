@@ -76,7 +76,7 @@ def demo_command(
 
 
 COMMAND_MODULES = ("selfcorrect.commands.eval", "selfcorrect.commands.stasc", "selfcorrect.commands.inference",
-                   "selfcorrect.commands.insec")
+                   "selfcorrect.commands.insec", "selfcorrect.commands.serve")
 """Modules that add commands with `register(app)`; each keeps its heavy imports inside its command functions."""
 
 
@@ -95,21 +95,19 @@ _register_commands()
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for bad input) instead of raising."""
-    import click
-
     try:
         app(args=argv, prog_name="selfcorrect", standalone_mode=False)
     except SelfCorrectError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except click.exceptions.Exit as exc:
+    except typer.Exit as exc:
         return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except (typer.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         return 130
+    except typer.TyperException as exc:  # usage errors: unknown command or option, bad value (exit code 2)
+        exc.show()
+        return exc.exit_code
     return 0
 
 

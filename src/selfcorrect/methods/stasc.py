@@ -235,7 +235,8 @@ def _train(base: Path, selection: dict[str, Any], config: STaSCConfig, budget: d
     from selfcorrect.training.finetune import finetune
 
     def build(tmp: Path) -> None:
-        ft = config.finetune.model_copy(update={"seed": seed, "report_to": config.report_to,
+        # transformers seeds numpy with at most 32 bits
+        ft = config.finetune.model_copy(update={"seed": seed % 2**31, "report_to": config.report_to,
                                                 **({"max_steps": budget["steps"]} if budget else {})})
         finetune(base, selection["conversations"], tmp, ft, loss_on="last_assistant",
                  replay=selection["replay"] or None, quiet=quiet)

@@ -19,7 +19,7 @@ from typing import Any
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.sandbox.pretrain import PretrainConfig
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 
 
 def cache_root() -> Path:

@@ -42,6 +42,7 @@ class PretrainConfig(StrictModel):
     bias_digit: int | None = None
     bias_prob: float = 0.0
     task_seed: int = 0
+    split_sizes: dict[str, int] | None = None
     n_layer: int = 2
     n_embd: int = 128
     n_head: int = 4
@@ -61,7 +62,7 @@ class PretrainConfig(StrictModel):
 
     def task(self) -> SandboxChainTask:
         return SandboxChainTask(n_digits=self.n_digits, noise=self.noise, bias_digit=self.bias_digit,
-                                bias_prob=self.bias_prob, seed=self.task_seed)
+                                bias_prob=self.bias_prob, seed=self.task_seed, sizes=self.split_sizes)
 
 
 def build_model(config: PretrainConfig) -> Any:
@@ -190,10 +191,12 @@ def pretrain(config: PretrainConfig, sampler: Sampler, progress: Callable[[str, 
         timings[f"bootstrap{round_index + 1}_sampling_s"] = time.perf_counter() - start
         bootstrap.append({"round": round_index + 1, "attempts": len(drawn), "malformed": len(drawn) - len(pool),
                           "correct": sum(first_error(q, a) is None for q, a in pool)})
-        order = iter(np.random.default_rng([config.seed, 11, round_index]).permutation(10**9))
+        picker = np.random.default_rng([config.seed, 11, round_index])
 
-        def own_attempts(count: int, pool_q=pool_q, pool_a=pool_a, order=order) -> tuple[list[str], list[str]]:
-            picks = [next(order) % len(pool_q) for _ in range(count)]
+        def own_attempts(count: int, pool_q=pool_q, pool_a=pool_a, picker=picker) -> tuple[list[str], list[str]]:
+            if not pool_q:  # a model too young to write one well-formed trace: keep using the writer's attempts
+                return writer_attempts(count)
+            picks = picker.integers(0, len(pool_q), size=count)
             return [pool_q[i] for i in picks], [pool_a[i] for i in picks]
 
         start = time.perf_counter()

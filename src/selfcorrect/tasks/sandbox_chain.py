@@ -130,6 +130,11 @@ class SandboxChainTask(Task):
         self.spec = ChainSpec(n_digits=n_digits, noise=noise, bias_digit=bias_digit, bias_prob=bias_prob)
         self.seed = seed
         self.sizes = {"train": 1000, "validation": 500, "test": 500, **(sizes or {})}
+        space = 10**n_digits
+        if sum(self.sizes.values()) > space // 2:
+            raise SelfCorrectError(f"sandbox-chain: splits of {sum(self.sizes.values())} questions need more than "
+                                   f"half of the {space} possible {n_digits}-digit questions (pretraining needs the "
+                                   "rest); pass smaller sizes or more digits")
         self.max_new_tokens = 2 * n_digits + 4
 
     def describe(self) -> dict:
