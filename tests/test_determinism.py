@@ -18,7 +18,7 @@ def tiny_gpt2(tmp_path_factory):
 def _eval(out, model, *extra):
     return main(["eval", "--out", str(out), "--model", str(model), "--task", "sandbox-chain", "--limit", "24",
                  "--rounds", "2", "--temperature", "1.0", "--seed", "7", "--set", "max_new_tokens=12",
-                 "--set", "chunk_size=8", "--quiet", *extra])
+                 "--set", "chunk_size=8", "--no-cache", "--quiet", *extra])
 
 
 @pytest.mark.slow
@@ -47,3 +47,14 @@ def test_resume_after_losing_the_tail_matches_the_uninterrupted_run(tiny_gpt2, t
     assert sorted(resumed) == sorted(full) and len(resumed) == 24
     summary = lambda d: json.loads((tmp_path / d / "summary.json").read_text())["metrics"]  # noqa: E731
     assert summary("cut") == summary("full")
+
+
+@pytest.mark.slow
+def test_the_generation_cache_serves_a_rerun_without_the_model(tiny_gpt2, tmp_path):
+    common = ["eval", "--model", str(tiny_gpt2), "--task", "sandbox-chain", "--limit", "8", "--temperature", "1.0",
+              "--set", "max_new_tokens=12", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "cold")]) == 0
+    assert main([*common, "--out", str(tmp_path / "warm")]) == 0
+    cold, warm = (json.loads((tmp_path / d / "summary.json").read_text()) for d in ("cold", "warm"))
+    assert cold["cache"]["misses"] == 16 and warm["cache"]["hits"] == 16 and warm["cache"]["misses"] == 0
+    assert (tmp_path / "cold" / "samples.jsonl").read_bytes() == (tmp_path / "warm" / "samples.jsonl").read_bytes()

@@ -2,7 +2,8 @@
 
 Every template has a name, and the name is recorded on the turn it produced, so a run says exactly which
 instruction was used. Templates see `question` (the task's rendering of the example), `fields` (the example's raw
-fields) and `round`. Users add their own from a YAML file of `name: template` pairs.
+fields) and `round`. The papers' prompts ship as YAML files in `prompt_library/` (provenance in their comments);
+users add their own from a YAML file of `name: template` pairs, which override both.
 """
 
 from __future__ import annotations
@@ -37,17 +38,28 @@ BUILTIN: dict[str, str] = {
 }
 
 
-def load_prompts(path: str | Path | None = None) -> dict[str, Prompt]:
-    """The built-in prompts, plus (overriding them) those of a user YAML file of `name: template` pairs."""
-    prompts = {name: Prompt(name, text) for name, text in BUILTIN.items()}
-    if path is None:
-        return prompts
+LIBRARY = Path(__file__).parent / "prompt_library"
+
+
+def _read_prompt_file(path: Path) -> dict[str, Prompt]:
     from selfcorrect.config import read_yaml
 
+    prompts = {}
     for name, text in read_yaml(path).items():
         if not isinstance(text, str):
             raise SelfCorrectError(f"{path}: prompt {name!r} must be a string template")
         prompts[str(name)] = Prompt(str(name), text)
+    return prompts
+
+
+def load_prompts(path: str | Path | None = None) -> dict[str, Prompt]:
+    """The built-in prompts and the library's, plus (overriding them) those of a user YAML file of
+    `name: template` pairs."""
+    prompts = {name: Prompt(name, text) for name, text in BUILTIN.items()}
+    for library_file in sorted(LIBRARY.glob("*.yaml")):
+        prompts.update(_read_prompt_file(library_file))
+    if path is not None:
+        prompts.update(_read_prompt_file(Path(path)))
     return prompts
 
 

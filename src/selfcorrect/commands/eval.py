@@ -32,6 +32,9 @@ def eval_command(
                                                             "probability, instead of self-checks.")] = None,
     hidden_layer: Annotated[int | None, typer.Option(help="Store this layer's hidden states (hf backend; -1 = "
                                                           "last) for `selfcorrect probe`.")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 "
+                                                      "(with --backend openai).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the generation cache.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
     config: ConfigFile = None,
     overrides: Overrides = None,
@@ -43,9 +46,10 @@ def eval_command(
     flags = {"task": task, "model": model, "backend": backend, "method": method, "rounds": rounds, "limit": limit,
              "split": split, "temperature": temperature, "seed": seed, "samples": samples, "stop": stop,
              "question_prompt": question_prompt, "review_prompt": review_prompt, "check_prompt": check_prompt,
-             "prompts_file": prompts_file, "critic_noise": critic_noise, "hidden_layer": hidden_layer}
+             "prompts_file": prompts_file, "critic_noise": critic_noise, "hidden_layer": hidden_layer,
+             "backend_options": {"base_url": base_url} if base_url else None}
     cfg = build_config(EvalConfig, config, overrides, flags)
-    summary = run_eval(cfg, out, resume=resume, quiet=quiet)
+    summary = run_eval(cfg, out, resume=resume, quiet=quiet, cache=not no_cache)
     _print_summary(summary, out)
 
 
@@ -56,8 +60,11 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
     if stopping.get("label"):
         typer.echo(f"ORACLE RUN -- {stopping['label']}")
     typer.echo(format_table(summary["metrics"]))
+    if len(summary["metrics"]["accuracy_by_round"]) > 2 or summary.get("uncertainty"):
+        typer.echo(round_table(summary))
     if summary.get("convergence"):
-        typer.echo(f"convergence round: {summary['convergence']['round']}; stop rounds: "
+        found = summary["convergence"]["round"]
+        typer.echo(f"convergence round: {found or 'none (accuracy still moving at the last round)'}; stop rounds: "
                    f"{stopping.get('stop_round_histogram')}")
     checks = summary.get("checks")
     if checks and checks["accuracy"] is not None:
@@ -69,6 +76,24 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
         typer.echo(f"lucky-hit rate at t1 (wrong traces whose final digit is right; exact-trace reward gives them 0): "
                    f"{summary['lucky_hit_rate_t1']:.3f}")
     typer.echo(f"run folder: {out}")
+
+
+def _cell(value: float | None, width: int = 7) -> str:
+    return f"{value:>{width}.3f}" if value is not None else f"{'-':>{width}}"
+
+
+def round_table(summary: dict[str, Any]) -> str:
+    """Per round: accuracy [95% CI], flips from the previous round, and the uncertainty measures of summary.json."""
+    flips = {b["to"]: b for b in summary["metrics"]["transitions"]}
+    unc = {r["round"]: r for r in summary.get("uncertainty", {}).get("by_round", [])}
+    lines = ["round  acc   [95% CI]         w->r    r->w  meanNLL  tokEnt  ansEnt     ECE"]
+    for row in summary["metrics"]["accuracy_by_round"]:
+        t, u, f = row["round"], unc.get(row["round"], {}), flips.get(row["round"], {})
+        lines.append(f"{t:>5}  {row['value']:.3f} [{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]"
+                     f"{_cell(f.get('i_to_c'))} {_cell(f.get('c_to_i'))}  {_cell(u.get('mean_nll'))} "
+                     f"{_cell(u.get('mean_entropy'))} {_cell(u.get('answer_entropy'))} "
+                     f"{_cell((u.get('option') or {}).get('ece'))}")
+    return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:

@@ -210,7 +210,7 @@ def build_trainer(model: Any, tokenizer: Any, records: list[dict[str, list[int]]
     """The configured trainer over pre-tokenized `records` (also used by tests to inspect the exact loss)."""
     import torch
     from datasets import Dataset
-    from transformers import PrinterCallback, set_seed
+    from transformers import PrinterCallback, ProgressCallback, set_seed
     from trl import SFTConfig
 
     use_cpu = config.use_cpu if config.use_cpu is not None else not torch.cuda.is_available()
@@ -246,7 +246,21 @@ def build_trainer(model: Any, tokenizer: Any, records: list[dict[str, list[int]]
     trainer.unlikelihood_weight = config.unlikelihood_weight
     if quiet:
         trainer.remove_callback(PrinterCallback)  # with tqdm off, the Trainer prints every log dict instead
+    else:
+        trainer.remove_callback(ProgressCallback)  # its bar also writes every log dict; the curve is saved anyway
+        trainer.add_callback(_bar_only_callback())
     return trainer
+
+
+def _bar_only_callback() -> Any:
+    """transformers' progress bar without the per-step log lines (the loss curve goes to finetune.json)."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class BarOnly(ProgressCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+            return None
+
+    return BarOnly()
 
 
 @contextlib.contextmanager
