@@ -32,7 +32,19 @@ MODES = ("greedy", "sampled")
 TEMPERATURE, TOP_P = 1.0, 0.95
 
 
-def _prompts(batch: int) -> list[str]:
+def _prompts(batch: int, model_dir: str) -> list[str]:
+    """Sandbox questions through the chat template for a sandbox model, else short synthetic English lines."""
+    from transformers import AutoTokenizer
+
+    from selfcorrect.sandbox.tokenizer import VOCAB
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    if sorted(tokenizer.get_vocab(), key=tokenizer.get_vocab().get) == list(VOCAB):
+        from selfcorrect.tasks import get_task
+
+        questions = get_task("sandbox-chain").questions("test")[:batch]
+        return [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
+                                              tokenize=False) for q in questions]
     from selfcorrect.sandbox.tiny_hf import synthetic_corpus
 
     lines = synthetic_corpus(n_lines=max(batch, 16), seed=1)
@@ -85,7 +97,7 @@ def worker(args: argparse.Namespace) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     run = _runner(args.impl, args.model, args.mode, args.new_tokens)
-    prompts = _prompts(args.batch)
+    prompts = _prompts(args.batch, args.model)
     load_rss = _peak_rss_mib()
     run(prompts)  # warm-up
     times, produced = [], 0

@@ -1,0 +1,302 @@
+"""InSeC, internalized self-correction (arXiv 2412.16653): train on sequences that hold a mistake, a correction
+marker and the correction, so the model learns to notice an error in its own output and fix it inline.
+
+The paper gives no format and no code; the choices made here are in `insec_data` (format, marker semantics, loss
+segments). Negatives come from one of two places, which is the question this module exists to answer
+(../shared/reference/intrinsic_insec.md, section B: synthetic injected errors often fail to teach correction):
+- `on_policy`: the model's own wrong samples (one backend call of n samples per training question), cut after the
+  first wrong step at step level;
+- `synthetic`: the task's registered corruptions (`tasks/corruptions.py`) applied to the correct answer;
+- `none`: plain SFT on the same clean examples with the same number of sequences and optimiser steps, the control.
+Each round (sample -> build -> train -> evaluate) is a resumable step of the shared `StepStore`; with `rounds > 1`
+it repeats from the newest model (iterated InSeC). Evaluation decodes with room for a rewrite and scores what the
+output stands by after its last marker, reporting the marker's precision and recall beside accuracy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from selfcorrect.backends.base import Backend, SamplingParams, request_seed
+from selfcorrect.config import StrictModel
+from selfcorrect.methods.insec_data import (
+    Granularity,
+    MistakeLoss,
+    Negative,
+    add_tokens,
+    marker_metrics,
+    marker_tokens,
+    negative_from,
+    reader,
+)
+from selfcorrect.methods.stasc import sandbox_finetune_defaults
+from selfcorrect.methods.steps import StepStore
+from selfcorrect.prompts import get_prompt, load_prompts
+from selfcorrect.rounds import add_instruction, generate, start
+from selfcorrect.runs import RunFolder
+from selfcorrect.tasks import Task, get_task
+from selfcorrect.tasks.corruptions import MistakeKit, get_kit
+from selfcorrect.training.finetune import FinetuneConfig
+from selfcorrect.trajectory import Trajectory, Verdict
+
+Negatives = Literal["on_policy", "synthetic", "none"]
+
+
+class InSeCConfig(StrictModel):
+    """`selfcorrect insec`: where negatives come from, how they are written and trained, how the result is read."""
+
+    negatives: Negatives = "on_policy"
+    granularity: Granularity = "step"
+    #: Synthetic negatives: the task's corruptions to draw from, uniformly (None = all registered ones).
+    corruptions: list[str] | None = None
+    #: Share of each round's training sequences that hold a mistake; the rest are clean (question, answer) pairs.
+    negative_share: float = Field(0.5, ge=0.0, le=1.0)
+    marker: str = "<fix>"
+    #: Follow the marker with a reason token (`<why-state>`, `<why-digit>`, ...), learnt like the correction.
+    reasons: bool = False
+    #: New token -> existing text whose mean token embedding it starts from (default: near the mean embedding).
+    token_init: dict[str, str] = {}
+    mistake_loss: MistakeLoss = "none"
+    unlikelihood_weight: float = Field(1.0, gt=0.0)
+    rounds: int = Field(1, ge=1)
+    #: On-policy samples per training question per round (temperature `sample_temperature`).
+    samples_per_question: int = Field(2, ge=1)
+    sample_temperature: float = 1.0
+    #: Training sequences per round (None = one per training question); equal for every arm of a comparison.
+    examples_per_round: int | None = Field(None, ge=1)
+    #: Each round trains the previous round's model (True) or the base model again (False).
+    evolving: bool = True
+    task: str = "sandbox-chain"
+    task_options: dict[str, Any] = {}
+    model: str = "sandbox"
+    backend: str = "hf"
+    backend_options: dict[str, Any] = {}
+    train_split: str = "train"
+    train_limit: int | None = None
+    eval_split: str = "test"
+    eval_limit: int | None = None
+    #: The sandbox is measured sampled: greedy decoding removes its noisy writer's slips (tasks/sandbox_chain.py).
+    eval_temperature: float = 1.0
+    #: None = twice the task's answer length, so one full rewrite fits after a marker.
+    max_new_tokens: int | None = Field(None, ge=1)
+    question_prompt: str = "question"
+    prompts_file: str | None = None
+    finetune: FinetuneConfig = Field(default_factory=sandbox_finetune_defaults)
+    seed: int = 0
+
+    def params(self, task: Task, temperature: float, n: int = 1) -> SamplingParams:
+        return SamplingParams(temperature=temperature, n=n,
+                              max_new_tokens=self.max_new_tokens or 2 * task.max_new_tokens)
+
+
+def _prompted(task: Task, examples: list, config: InSeCConfig) -> list[Trajectory]:
+    """One trajectory per example holding the round-1 user message: the training and evaluation prompt."""
+    trajectories = start(task, examples)
+    add_instruction(trajectories, task, get_prompt(load_prompts(config.prompts_file), config.question_prompt), 1)
+    return trajectories
+
+
+def answer(backend: Backend, task: Task, examples: list, config: InSeCConfig, params: SamplingParams,
+           seed: int) -> list[Trajectory]:
+    """First answers (n per example) in one backend call, unscored: outputs with markers are read, not scored."""
+    return generate(backend, _prompted(task, examples, config), task, kind="answer", round_index=1, params=params,
+                    seed=seed, fan_out="a", score=False)
+
+
+def _attempt(trajectory: Trajectory, marker: str) -> str:
+    """What a sample attempted before any correction of its own (a later round's model may already mark)."""
+    return trajectory.last_answer.text.split(marker)[0]
+
+
+def harvest(samples: list[Trajectory], task: Task, kit: MistakeKit,
+            config: InSeCConfig) -> list[tuple[Trajectory, Negative]]:
+    """On-policy negatives: the samples whose attempt the reward calls wrong, each cut at its first wrong step."""
+    negatives = []
+    for sample in samples:
+        attempt = _attempt(sample, config.marker)
+        if task.score(sample.example, attempt).correct:
+            continue
+        negative = negative_from(kit, sample.example, attempt, config.granularity, "on_policy")
+        if negative is not None:
+            negatives.append((sample, negative))
+    return negatives
+
+
+def corrupt(prompted: list[Trajectory], kit: MistakeKit, config: InSeCConfig, count: int,
+            rng: np.random.Generator) -> list[tuple[Trajectory, Negative]]:
+    """Synthetic negatives: a uniformly chosen corruption of a question's answer, cycling through the questions.
+
+    A corruption that leaves nothing to mark at step level (e.g. a skipped last step) is simply drawn again.
+    """
+    from selfcorrect.errors import SelfCorrectError
+
+    names = config.corruptions or sorted(kit.corruptions)
+    unknown = sorted(set(names) - set(kit.corruptions))
+    if unknown:
+        raise SelfCorrectError(f"unknown corruption(s) {', '.join(unknown)} for task {config.task!r}; "
+                               f"known: {', '.join(sorted(kit.corruptions))}")
+    made: list[tuple[Trajectory, Negative]] = []
+    order = rng.permutation(len(prompted))
+    for attempt_index in range(10 * count):
+        if len(made) == count:
+            break
+        traj = prompted[order[attempt_index % len(order)]]
+        name = names[int(rng.integers(len(names)))]
+        negative = negative_from(kit, traj.example, kit.corruptions[name](traj.example, rng), config.granularity,
+                                 name)
+        if negative is not None:
+            made.append((traj, negative))
+    return made
+
+
+def _pick(items: list, count: int, rng: np.random.Generator) -> list:
+    """`count` items, without replacement while there are enough (then cycling through shuffled copies)."""
+    if not items or count <= 0:
+        return []
+    picks = np.concatenate([rng.permutation(len(items)) for _ in range(-(-count // len(items)))])[:count]
+    return [items[i] for i in picks]
+
+
+def build_training_set(prompted: list[Trajectory], samples: list[Trajectory] | None, task: Task, kit: MistakeKit,
+                       config: InSeCConfig, seed: int) -> dict[str, Any]:
+    """One round's sequences: clean answers and negatives at `negative_share`, always `examples_per_round` in all,
+    so every arm of a comparison takes the same optimiser steps. When too few negatives exist the shortfall is
+    filled with clean sequences and recorded."""
+    rng = np.random.default_rng(seed)
+    size = config.examples_per_round or len(prompted)
+    wanted = round(size * config.negative_share) if config.negatives != "none" else 0
+    if config.negatives == "on_policy":
+        pool = harvest(samples or [], task, kit, config)
+    elif config.negatives == "synthetic":
+        pool = corrupt(prompted, kit, config, wanted, rng)
+    else:
+        pool = []
+    chosen = _pick(pool, wanted, rng)
+    clean = _pick(prompted, size - len(chosen), rng)
+    conversations = [[t.messages()[0], {"role": "assistant", "content": [{"text": kit.target(t.example),
+                                                                             "train": "pos"}]}] for t in clean]
+    conversations += [[t.messages()[0], {"role": "assistant",
+                                         "content": n.segments(config.marker, config.reasons, config.mistake_loss)}]
+                      for t, n in chosen]
+    order = rng.permutation(len(conversations))
+    counts = {"sequences": len(conversations), "clean": len(clean), "negatives": len(chosen),
+              "negatives_wanted": wanted, "negative_pool": len(pool),
+              "by_source": dict(Counter(n.source for _, n in chosen)), "samples": len(samples or []),
+              "reused_negatives": len(chosen) > len(pool),
+              "example_negatives": ["".join(s["text"] for s in n.segments(config.marker, config.reasons, "none"))
+                                    for _, n in chosen[:3]]}
+    return {"counts": counts, "conversations": [conversations[i] for i in order]}
+
+
+def evaluate(model_dir: Path, task: Task, kit: MistakeKit, config: InSeCConfig, seed: int) -> list[Trajectory]:
+    """Answers on the eval split, each read under the marker semantics: the turn's verdict scores the final answer
+    and `metadata["insec"]` keeps the marker counts, so metrics come from the saved trajectories alone."""
+    from selfcorrect.methods.intrinsic import build_backend
+
+    backend = build_backend(config.backend, str(model_dir), config.backend_options)
+    examples = task.examples(config.eval_split, config.eval_limit)
+    trajectories = answer(backend, task, examples, config, config.params(task, config.eval_temperature), seed)
+    reasons = marker_tokens(kit, config.granularity, config.marker, config.reasons)[1:]
+    read = reader(kit, config.granularity, config.marker, reasons, task.score)
+    for traj in trajectories:
+        reading = read(traj.example, traj.last_answer.text)
+        verdict = task.score(traj.example, reading.final)
+        if reading.markers == 0:
+            reading.first_ok = verdict.correct
+        traj.last_answer.verdict = Verdict(verdict.score, reading.final, verdict.reason)
+        traj.last_answer.extracted = reading.final
+        traj.metadata["insec"] = {k: v for k, v in reading.to_dict().items() if k != "final"}
+    return trajectories
+
+
+def _finetune(start_model: Path, conversations: list, config: InSeCConfig, seed: int,
+              quiet: bool) -> Callable[[Path], None]:
+    from selfcorrect.training.finetune import finetune
+
+    def build(tmp: Path) -> None:
+        weight = config.unlikelihood_weight if config.mistake_loss == "unlikelihood" else 0.0
+        ft = config.finetune.model_copy(update={"seed": seed % 2**32, "unlikelihood_weight": weight})
+        finetune(start_model, conversations, tmp, ft, loss_on="spans", quiet=quiet)
+
+    return build
+
+
+def run_insec(config: InSeCConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
+    """Round 0 evaluates the base model; rounds 1..R sample (on-policy only), build, train and evaluate."""
+    from selfcorrect.methods.intrinsic import build_backend
+    from selfcorrect.sandbox.cache import resolve_model
+
+    task = get_task(config.task, **config.task_options)
+    train_examples = task.examples(config.train_split, config.train_limit)
+    kit = get_kit(config.task, train_examples)
+    run = RunFolder.open(out, config.model_dump(), resume=resume)
+    store = StepStore(run.path)
+    m0 = Path(resolve_model(config.model)) if config.backend == "hf" else Path(config.model)
+    tokens = marker_tokens(kit, config.granularity, config.marker, config.reasons)
+    # The SFT control never says the marker, so it trains the base model as it is.
+    base = m0 if config.negatives == "none" else store.folder(
+        "round-0/model", lambda tmp: add_tokens(m0, tmp, tokens, config.token_init))
+    prompted = _prompted(task, train_examples, config)
+    timings: dict[str, float] = {}
+
+    def evaluated(r: int, model_dir: Path) -> dict[str, Any]:
+        started = time.perf_counter()
+        seed = request_seed(config.seed, "insec-eval", r)
+        trajectories = store.trajectories(f"round-{r}/eval.jsonl",
+                                          lambda: evaluate(model_dir, task, kit, config, seed))
+        timings[f"round-{r}/eval_s"] = time.perf_counter() - started
+        return marker_metrics(trajectories, seed=config.seed)
+
+    rows: list[dict[str, Any]] = [{"round": 0, "eval": evaluated(0, m0)}]
+    previous = base
+    for r in range(1, config.rounds + 1):
+        seed = request_seed(config.seed, "insec", r)
+        started = time.perf_counter()
+        samples = None
+        if config.negatives == "on_policy":
+            samples = store.trajectories(f"round-{r}/samples.jsonl", lambda p=previous, s=seed: answer(
+                build_backend(config.backend, str(p), config.backend_options), task, train_examples, config,
+                config.params(task, config.sample_temperature, config.samples_per_question), s))
+        timings[f"round-{r}/sampling_s"] = time.perf_counter() - started
+        data = store.json(f"round-{r}/data.json",
+                          lambda s=samples, seed=seed: build_training_set(prompted, s, task, kit, config, seed))
+        started = time.perf_counter()
+        model_dir = store.folder(f"round-{r}/model", _finetune(previous if config.evolving else base,
+                                                               data["conversations"], config, seed, quiet))
+        timings[f"round-{r}/finetune_s"] = time.perf_counter() - started
+        training = json.loads((model_dir / "finetune.json").read_text())
+        rows.append({"round": r, "eval": evaluated(r, model_dir), "data": data["counts"],
+                     "training": {"steps": training["steps"], "seconds": training["seconds"],
+                                  "loss_curve": training["train_loss_curve"]}})
+        previous = model_dir
+    summary = {"command": "insec", "negatives": config.negatives, "seed": config.seed, "task": task.describe(),
+               "rounds": rows, "final": rows[-1]["eval"], "timings": timings, "model": str(previous)}
+    run.write_summary(summary)
+    return summary
+
+
+def format_rounds(summary: dict[str, Any]) -> str:
+    """Accuracy and marker behaviour per round, with 95% bootstrap intervals, as plain text."""
+
+    def cell(estimate: dict[str, Any] | None) -> str:
+        if estimate is None:
+            return "–"
+        return f"{estimate['value']:.3f} [{estimate['ci'][0]:.3f},{estimate['ci'][1]:.3f}]"
+
+    keys = ("accuracy", "first_attempt_accuracy", "marker_rate", "marker_precision", "marker_recall",
+            "wrong_to_right", "right_to_wrong")
+    lines = ["round  " + "  ".join(f"{k:>19}" for k in keys)]
+    for row in summary["rounds"]:
+        lines.append(f"{row['round']:>5}  " + "  ".join(f"{cell(row['eval'][k]):>19}" for k in keys))
+    return "\n".join(lines)
+
+
+__all__ = ["InSeCConfig", "build_training_set", "evaluate", "format_rounds", "harvest", "run_insec"]
