@@ -43,7 +43,11 @@ def run_demo(out: Path, seed: int = 0, quiet: bool = False) -> dict[str, Any]:
                    "(a final-digit reward would count them; the exact-trace reward does not)")
     typer.echo(f"run folder: {run_dir}")
     stasc = run_demo_stasc(run_dir.parent / "stasc", model_dir, seed, quiet)
-    return {"eval": summary, "stasc": stasc}
+    from selfcorrect.methods.insec_compare import run_insec_demo
+
+    typer.echo("\nInSeC (on-policy negatives, inline <fix> marker) against plain SFT at the same optimiser steps:")
+    insec = run_insec_demo(run_dir.parent / "insec", seed=seed, quiet=quiet)
+    return {"eval": summary, "stasc": stasc, "insec": insec}
 
 
 def run_demo_stasc(out: Path, model_dir: Path, seed: int, quiet: bool) -> dict[str, Any]:

@@ -235,7 +235,7 @@ def _train(base: Path, selection: dict[str, Any], config: STaSCConfig, budget: d
     from selfcorrect.training.finetune import finetune
 
     def build(tmp: Path) -> None:
-        # transformers seeds numpy with at most 32 bits
+        # the fine-tuning seed: 31 bits of the iteration's seed (published sandbox runs were made with this)
         ft = config.finetune.model_copy(update={"seed": seed % 2**31, "report_to": config.report_to,
                                                 **({"max_steps": budget["steps"]} if budget else {})})
         finetune(base, selection["conversations"], tmp, ft, loss_on="last_assistant",

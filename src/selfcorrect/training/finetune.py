@@ -215,6 +215,7 @@ def build_trainer(model: Any, tokenizer: Any, records: list[dict[str, list[int]]
 
     use_cpu = config.use_cpu if config.use_cpu is not None else not torch.cuda.is_available()
     bf16 = (not use_cpu and torch.cuda.is_bf16_supported()) if config.bf16 is None else config.bf16
+    seed = config.seed % 2**32  # transformers seeds numpy, which takes 32 bits; method seeds are 63-bit hashes
     if bf16 and use_cpu:
         raise SelfCorrectError("bf16=True on the CPU: without bf16 hardware it is slower than float32 here; "
                                "leave bf16 unset")
@@ -222,12 +223,12 @@ def build_trainer(model: Any, tokenizer: Any, records: list[dict[str, list[int]]
         output_dir=str(output_dir), learning_rate=config.learning_rate, num_train_epochs=config.epochs,
         max_steps=config.max_steps or -1, per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps, weight_decay=config.weight_decay,
-        warmup_steps=config.warmup_ratio, lr_scheduler_type=config.lr_scheduler, seed=config.seed,
+        warmup_steps=config.warmup_ratio, lr_scheduler_type=config.lr_scheduler, seed=seed,
         use_cpu=use_cpu, bf16=bf16, activation_checkpointing=config.gradient_checkpointing,
         report_to=config.report_to or "none", logging_strategy="steps", logging_steps=1, save_strategy="no",
         eval_strategy="no", disable_tqdm=quiet, max_length=None, packing=False, remove_unused_columns=False,
         dataset_num_proc=None, ddp_find_unused_parameters=False)
-    set_seed(config.seed)  # before TRL wraps the model in LoRA, whose initialisation draws random numbers
+    set_seed(seed)  # before TRL wraps the model in LoRA, whose initialisation draws random numbers
     trainer_class = _trainer_class()
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     try:
