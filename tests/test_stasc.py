@@ -175,3 +175,21 @@ def test_paper_configs_run_one_iteration_on_tiny_models_of_their_architecture(co
     first = turns[0]["turns"]
     assert first[0]["template"] == "stasc_question" and first[2]["template"] == "stasc_correction"
     assert "Write a correction if the initial answer is incorrect." in first[2]["text"]
+
+
+def test_pretraining_replay_draws_noisy_writer_traces_outside_the_eval_splits():
+    from selfcorrect.methods.stasc import pretraining_replay
+    from selfcorrect.tasks import get_task
+    from selfcorrect.tasks.sandbox_chain import first_error
+
+    options = {"n_digits": 6, "sizes": {"train": 100, "validation": 100, "test": 100}}
+    config = STaSCConfig(task_options=options, replay_source="pretraining", replay_share=0.5)
+    replay = pretraining_replay(config, 2000, seed=3)
+    assert len(replay) == 2000 and all(len(c) == 2 for c in replay)
+    excluded = get_task("sandbox-chain", **options).excluded_questions()
+    assert not {c[0]["content"] for c in replay} & excluded
+    right = sum(first_error(c[0]["content"], c[1]["content"]) is None for c in replay) / len(replay)
+    assert abs(right - 0.94**6) < 0.04  # the writer's slips are kept, not filtered out
+    with pytest.raises(SelfCorrectError, match="needs a sandbox task"):
+        pretraining_replay(STaSCConfig(task="nq-open", task_options={"path": "x.jsonl"},
+                                       replay_source="pretraining"), 10, seed=0)

@@ -71,6 +71,7 @@ class STaSCConfig(StrictModel):
     train_limit: int | None = None
     max_kept: int | None = 3000
     replay_share: float = Field(0.0, ge=0.0, lt=1.0)
+    replay_source: Literal["correct_first_attempts", "pretraining"] = "correct_first_attempts"
     eval_splits: list[str] = ["validation", "test"]
     eval_temperatures: list[float] = [1.0, 0.0]
     eval_limit: int | None = None
@@ -182,8 +183,23 @@ def select_training_set(generation: list[Trajectory], config: STaSCConfig, seed:
         main = [[_plain(t)[0], {"role": "assistant", "content": gold_answer(t)}] for t in chosen]
         info = {"n_used": len(chosen)}
     n_replay = round(len(main) * config.replay_share / (1 - config.replay_share)) if config.replay_share else 0
-    replay = [_plain(t) for t in _subsample(replay_pool, n_replay, rng, replace=True)]
+    if config.replay_source == "pretraining":
+        replay = pretraining_replay(config, n_replay, seed)
+    else:
+        replay = [_plain(t) for t in _subsample(replay_pool, n_replay, rng, replace=True)]
     return {"conversations": main, "replay": replay, **info, "n_replay": len(replay)}
+
+
+def pretraining_replay(config: STaSCConfig, count: int, seed: int) -> list[list[dict[str, str]]]:
+    """Replay from the pretraining distribution; only sandbox tasks can generate theirs."""
+    from selfcorrect.sandbox.pretrain import writer_replay
+    from selfcorrect.tasks.sandbox_chain import SandboxChainTask
+
+    task = get_task(config.task, **config.task_options)
+    if not isinstance(task, SandboxChainTask):
+        raise SelfCorrectError(f"replay_source 'pretraining' needs a sandbox task that can generate its pretraining "
+                               f"data; task {config.task!r} cannot (use 'correct_first_attempts')")
+    return writer_replay(task, count, seed) if count else []
 
 
 def gold_answer(trajectory: Trajectory) -> str:

@@ -212,6 +212,20 @@ def pretrain(config: PretrainConfig, sampler: Sampler, progress: Callable[[str, 
     return model, report
 
 
+def writer_replay(task: SandboxChainTask, count: int, seed: int) -> list[list[dict[str, str]]]:
+    """`count` plain conversations from the pretraining distribution (noisy-writer traces on fresh questions).
+
+    Replaying them while fine-tuning keeps the first attempt's slip rate where pretraining left it; replaying the
+    model's own *correct* attempts instead removes the slips, and with them anything left to correct.
+    """
+    rng = np.random.default_rng([seed, 13])
+    questions = QuestionStream(task.spec.n_digits, task.excluded_questions(), rng).draw(count)
+    digits = np.array([[int(c) for c in q] for q in questions])
+    traces = render_trace(digits, noisy_states(digits, task.spec, rng))
+    return [[{"role": "user", "content": q}, {"role": "assistant", "content": t}] for q, t in zip(questions, traces,
+                                                                                                   strict=True)]
+
+
 def save(model: Any, report: dict[str, Any], out_dir: str | Path) -> Path:
     """Save model + tokenizer as an ordinary HF folder, plus `pretrain_report.json`."""
     from selfcorrect.runs import write_json
