@@ -210,3 +210,10 @@ def test_five_round_run_with_samples_and_stopping_resumes_to_identical_results(t
     lines = sorted((tmp_path / "killed" / "samples.jsonl").read_text().splitlines())
     assert lines == sorted((tmp_path / "full" / "samples.jsonl").read_text().splitlines())
     assert {k: v for k, v in resumed.items() if k != "timings"} == {k: v for k, v in full.items() if k != "timings"}
+
+
+def test_an_option_the_backend_does_not_take_is_one_line(tmp_path, capsys):
+    assert main(["eval", "--out", str(tmp_path / "x"), "--backend", "scripted", "--limit", "2",
+                 "--set", "backend_options.tensor_parallel_size=2"]) == 2
+    err = capsys.readouterr().err
+    assert "backend 'scripted' does not take option(s) tensor_parallel_size" in err and err.count("\n") == 1

@@ -182,13 +182,18 @@ def test_in_training_model_samples_in_eval_mode_and_stays_in_training(backends):
 
 @pytest.mark.slow
 def test_generation_stops_at_the_end_of_the_context(backends):
-    backend = backends["gpt2"]  # learned positions: 512, and not one more
+    backend = backends["gpt2"]  # learned positions: n_positions, and not one more
     context = backend.model.config.n_positions
-    long_prompt = "Alice has 5 apples. " * 200
-    assert len(backend.prompt_ids(_prompt(long_prompt))) > context
+    unit = "Alice has 5 apples. "
+    length = lambda k: len(backend.prompt_ids(_prompt(unit * k)))  # noqa: E731
+    repeats = int(context / (length(20) / 20))
+    while length(repeats) >= context:
+        repeats -= 1
+    long_prompt = unit * (2 * repeats)
+    assert length(2 * repeats) > context
     with pytest.raises(SelfCorrectError, match=f"context is {context}"):
         backend.generate([_prompt(long_prompt, SamplingParams(max_new_tokens=4))])
-    near_end = "Alice has 5 apples. " * 72
+    near_end = unit * repeats
     room = context - len(backend.prompt_ids(_prompt(near_end)))
     assert 0 < room < 20
     gen = backend.generate([_prompt(near_end, SamplingParams(max_new_tokens=20))])[0]

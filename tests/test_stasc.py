@@ -163,11 +163,13 @@ def test_paper_configs_run_one_iteration_on_tiny_models_of_their_architecture(co
     repo = Path(__file__).resolve().parents[1]
     model_dir = tiny_model_dir(arch, tmp_path / "cache")
     config = load_config(STaSCConfig, repo / "configs" / "stasc" / config_name, {
-        "model": str(model_dir), "backend": "hf", "backend_options": {}, "iterations": 1, "n_init": 2, "n_corr": 2,
+        "model": str(model_dir), "backend": "hf", "iterations": 1, "n_init": 2, "n_corr": 2,
         "max_new_tokens": 12, "task_options": {"path": str(nq), "splits": {"train": 6, "validation": 4, "test": 4}},
         "prompts_file": str(repo / "configs" / "stasc" / "prompts_nq.yaml"),
         "finetune": {"batch_size": 4, "gradient_accumulation_steps": 1}})
     assert (config.finetune.learning_rate, config.temperature, config.top_p) == (7e-6, 0.6, 0.9)
+    assert config.backend_options == {"tensor_parallel_size": 1, "gpu_memory_utilization": 0.85}  # the vLLM ones
+    config = config.model_copy(update={"backend_options": {}})  # which the hf backend does not take
     summary = run_stasc(config, tmp_path / "run", quiet=True)
     row = summary["iterations"][1]
     assert row["selection"]["n_kept"] > 0 and row["training"]["steps"] >= 1

@@ -31,6 +31,13 @@ def load_backend(name: str, **options: Any) -> Backend:
         backend_cls = getattr(importlib.import_module(module), cls)
     except ModuleNotFoundError as exc:
         raise SelfCorrectError(f"backend {name!r} needs a package that is not installed: {exc.name}") from None
+    import inspect
+
+    accepted = inspect.signature(backend_cls).parameters
+    unknown = sorted(k for k in options if k not in accepted)
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+        raise SelfCorrectError(f"backend {name!r} does not take option(s) {', '.join(unknown)}; it takes: "
+                               f"{', '.join(k for k in accepted if k != 'self')}")
     return backend_cls(**options)
 
 

@@ -96,6 +96,8 @@ def build_backend(name: str, model: str | None, options: dict[str, Any], cache: 
         from selfcorrect.sandbox.cache import resolve_model
 
         backend = load_backend("hf", model=str(resolve_model(model)), **options)
+    elif name == "scripted":  # answers come from its script, not from a model
+        backend = load_backend(name, **options)
     else:
         backend = load_backend(name, **({"model": model} if model else {}), **options)
     if cache is False or name == "scripted":

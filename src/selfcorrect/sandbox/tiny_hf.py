@@ -26,7 +26,9 @@ from typing import Any
 
 ARCHS = ("gpt2", "llama", "qwen2", "phi3")
 #: Bumped whenever the output of `build_tiny_model` changes, so `tiny_model_dir` caches never serve a stale layout.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Positions: enough for real few-shot prompts (STaSC's correction prompt is ~1,100 tokens under the toy BPE).
+CONTEXT = 2048
 
 _LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                  r"|\s*[\r\n]+|\s+(?!\S)|\s+")
@@ -164,19 +166,19 @@ def build_tokenizer(arch: str, vocab_size: int = 512) -> Any:
 
 
 def _config(arch: str, vocab_size: int, ids: dict[str, Any]) -> Any:
-    """The family's own config class at toy size: 2 layers, hidden 64, 4 heads, 512 positions."""
+    """The family's own config class at toy size: 2 layers, hidden 64, 4 heads, CONTEXT positions."""
     import transformers
 
     common = {"vocab_size": vocab_size, **ids}
     if arch == "gpt2":
-        return transformers.GPT2Config(n_positions=512, n_embd=64, n_layer=2, n_head=4, **common)
+        return transformers.GPT2Config(n_positions=CONTEXT, n_embd=64, n_layer=2, n_head=4, **common)
     sizes = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-             "max_position_embeddings": 512, **common}
+             "max_position_embeddings": CONTEXT, **common}
     if arch == "llama":
         return transformers.LlamaConfig(num_key_value_heads=2, **sizes)
     if arch == "qwen2":
         return transformers.Qwen2Config(num_key_value_heads=2, tie_word_embeddings=True, **sizes)
-    return transformers.Phi3Config(num_key_value_heads=4, original_max_position_embeddings=512, **sizes)
+    return transformers.Phi3Config(num_key_value_heads=4, original_max_position_embeddings=CONTEXT, **sizes)
 
 
 def tiny_model(arch: str, seed: int = 0, vocab_size: int = 512) -> tuple[Any, Any]:

@@ -46,6 +46,9 @@ def _failure(stdout: str | None, stderr: str | None) -> str:
     errors = [line.removeprefix(ERROR_PREFIX) for line in lines if line.startswith(ERROR_PREFIX)]
     if errors:
         return errors[-1]
+    raised = [line for line in lines if "Error" in line or "error:" in line]  # e.g. a rank's last traceback line
+    if raised:
+        return raised[-1]
     return lines[-1] if lines else "see the output above"
 
 
