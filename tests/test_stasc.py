@@ -195,3 +195,30 @@ def test_pretraining_replay_draws_noisy_writer_traces_outside_the_eval_splits():
     with pytest.raises(SelfCorrectError, match="needs a sandbox task"):
         pretraining_replay(STaSCConfig(task="nq-open", task_options={"path": "x.jsonl"},
                                        replay_source="pretraining"), 10, seed=0)
+
+
+def _summary(seed: int, method: str, accs: list[tuple[float, float]], selected: int) -> dict:
+    metrics = lambda a1, a2: {"accuracy_by_round": [{"value": a1}, {"value": a2}], "delta": {"value": a2 - a1},  # noqa: E731
+                              "delta_i_to_c": {"value": 0.1}, "delta_c_to_i": {"value": 0.0}}
+    return {"seed": seed, "method": method, "variant": "EIE", "selection": {"iteration": selected},
+            "iterations": [{"iteration": i, "eval": {"test@T1": metrics(a1, a2)}} for i, (a1, a2) in enumerate(accs)]}
+
+
+def test_table_from_runs_groups_by_variant_and_control_at_the_selected_iteration(tmp_path):
+    import yaml
+
+    from selfcorrect.methods.stasc_sweep import format_markdown, table_from_runs
+
+    runs = {"EIE-seed0": _summary(0, "stasc", [(0.5, 0.4), (0.5, 0.7), (0.4, 0.9)], 1),
+            "EIE-seed1": _summary(1, "stasc", [(0.5, 0.4), (0.5, 0.8), (0.4, 0.6)], 1),
+            "star-seed0": _summary(0, "star", [(0.5, 0.4), (0.8, 0.6)], 1)}
+    for name, summary in runs.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump({"eval_temperatures": [1.0]}))
+    table = table_from_runs(list(tmp_path.iterdir()))
+    eie = table["rows"]["EIE"]["test@T1 acc@t2"]
+    assert eie["mean"] == pytest.approx(0.75) and eie["std"] == pytest.approx(0.0707, abs=1e-4) and eie["n"] == 2
+    assert table["rows"]["STAR"]["test@T1 acc@t1"]["mean"] == pytest.approx(0.8)
+    assert table["rows"]["base (iteration 0)"]["test@T1 acc@t1"]["mean"] == 0.5
+    assert "| EIE | 2 | 0.500 ± 0.000 | 0.750 ± 0.071 |" in format_markdown(table)

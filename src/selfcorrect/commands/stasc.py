@@ -86,5 +86,15 @@ def sweep_command(
     typer.echo(f"sweep folder: {out}")
 
 
+@stasc_app.command("table")
+def table_command(
+    runs: Annotated[list[Path], typer.Argument(help="Finished STaSC run folders (e.g. runs/sweep/*).")],
+) -> None:
+    """Mean ± std over seeds of finished runs, grouped by variant and control, at validation-selected iterations."""
+    from selfcorrect.methods.stasc_sweep import format_markdown, table_from_runs
+
+    typer.echo(format_markdown(table_from_runs(runs)))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(stasc_app, name="stasc")

@@ -42,6 +42,26 @@ def run_sweep(base: STaSCConfig, variants: list[str], seeds: list[int], controls
     return table
 
 
+def table_from_runs(folders: list[Path]) -> dict[str, Any]:
+    """Aggregate finished run folders (anything with a summary.json), grouped as variants and controls."""
+    from selfcorrect.config import build_config, read_yaml
+
+    summaries: dict[str, list[dict[str, Any]]] = {}
+    base = None
+    for folder in sorted(folders):
+        if not (folder / "summary.json").is_file():
+            continue
+        summary = json.loads((folder / "summary.json").read_text())
+        base = base or build_config(STaSCConfig, read_yaml(folder / "config.yaml"), str(folder / "config.yaml"))
+        label = summary["variant"] if summary["method"] == "stasc" else summary["method"].upper()
+        summaries.setdefault(label, []).append(summary)
+    if base is None:
+        from selfcorrect.errors import SelfCorrectError
+
+        raise SelfCorrectError("no finished STaSC run (a folder with summary.json) among the given folders")
+    return aggregate(summaries, base)
+
+
 def _run(config: STaSCConfig, folder: Path, resume: bool, quiet: bool) -> dict[str, Any]:
     summary_file = folder / "summary.json"
     if summary_file.is_file():
@@ -55,20 +75,33 @@ def _acc(row: dict[str, Any], where: str, t: int) -> float | None:
 
 
 def aggregate(summaries: dict[str, list[dict[str, Any]]], base: STaSCConfig) -> dict[str, Any]:
-    """Per label and eval setting: mean ± std over seeds at the validation-selected iteration, and by iteration."""
+    """Per label and eval setting: mean ± std over seeds at the validation-selected iteration, and by iteration.
+
+    A `base` row holds iteration 0 (the untouched model) of every run, so each table carries its own baseline.
+    """
     settings = [f"test@T{t:g}" for t in base.eval_temperatures]
+    all_runs = [r for runs in summaries.values() for r in runs]
+    groups = {"base (iteration 0)": [(r, 0) for r in all_runs[:1]] if all_runs else []}
+    groups.update({label: [(r, r["selection"]["iteration"]) for r in runs] for label, runs in summaries.items()})
     rows = {}
-    for label, runs in summaries.items():
-        entry: dict[str, Any] = {"seeds": [r["seed"] for r in runs], "selected_iterations":
-                                 [r["selection"].get("iteration") for r in runs]}
+    for label, picked in groups.items():
+        entry: dict[str, Any] = {"seeds": [r["seed"] for r, _ in picked],
+                                 "selected_iterations": [i for _, i in picked]}
         for where in settings:
             for t in (1, 2):
-                at_selected = [_acc(r["iterations"][r["selection"]["iteration"]], where, t) for r in runs]
-                entry[f"{where} acc@t{t}"] = _mean_std(at_selected)
-                by_iter = [[_acc(row, where, t) for row in r["iterations"]] for r in runs]
+                entry[f"{where} acc@t{t}"] = _mean_std([_acc(r["iterations"][i], where, t) for r, i in picked])
+                by_iter = [[_acc(row, where, t) for row in r["iterations"]] for r, _ in picked]
                 entry[f"{where} acc@t{t} by iteration"] = [_mean_std(list(v)) for v in zip(*by_iter, strict=True)]
+            entry[f"{where} delta"] = _mean_std([_metric(r["iterations"][i], where, "delta") for r, i in picked])
+            for flip in ("delta_i_to_c", "delta_c_to_i"):
+                entry[f"{where} {flip}"] = _mean_std([_metric(r["iterations"][i], where, flip) for r, i in picked])
         rows[label] = entry
     return {"settings": settings, "rows": rows, "iterations": base.iterations, "task": base.task}
+
+
+def _metric(row: dict[str, Any], where: str, name: str) -> float | None:
+    metrics = row["eval"].get(where)
+    return None if metrics is None or metrics.get(name) is None else metrics[name]["value"]
 
 
 def _mean_std(values: list[float | None]) -> dict[str, float] | None:
@@ -80,14 +113,18 @@ def _mean_std(values: list[float | None]) -> dict[str, float] | None:
 
 
 def format_markdown(table: dict[str, Any]) -> str:
-    """A Table-2-style markdown table: rows = variants and controls, columns = acc@t1 / acc@t2 per setting."""
-    cols = [f"{s} acc@t{t}" for s in table["settings"] for t in (1, 2)]
-    lines = ["| run | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    """A Table-2-style markdown table: rows = base model, variants and controls; per setting acc@t1, acc@t2, Δ and
+    the flip shares, as mean ± std over seeds (n = number of seeds)."""
+    cols = [f"{s} {m}" for s in table["settings"] for m in ("acc@t1", "acc@t2", "delta", "delta_i_to_c",
+                                                            "delta_c_to_i")]
+    lines = ["| run | n | " + " | ".join(cols) + " |", "|---|---|" + "---|" * len(cols)]
     for label, entry in table["rows"].items():
-        cells = [f"{entry[c]['mean']:.3f} ± {entry[c]['std']:.3f}" if entry[c] else "–" for c in cols]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        cells = [f"{entry[c]['mean']:.3f} ± {entry[c]['std']:.3f}" if entry.get(c) else "–" for c in cols]
+        lines.append(f"| {label} | {len(entry['seeds'])} | " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append("Mean ± std over seeds, at the iteration selected on validation acc@t2; std uses ddof=1.")
+    lines.append("Mean ± std over seeds (std with ddof=1; 0 when n = 1) at the iteration selected on validation "
+                 "acc@t2 (iteration 0 for the base row). delta = acc@t2 − acc@t1; delta_i_to_c / delta_c_to_i = "
+                 "shares of test questions flipped wrong→right / right→wrong by the correction.")
     return "\n".join(lines) + "\n"
 
 
