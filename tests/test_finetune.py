@@ -27,26 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = {"learning_rate": 1e-2, "batch_size": 4, "lr_scheduler": "constant"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def sandbox_dir(tmp_path_factory):
-    """A tiny untrained sandbox GPT-2 (no dropout, so losses compare exactly) with the sandbox tokenizer."""
-    from selfcorrect.sandbox.pretrain import PretrainConfig, build_model
-    from selfcorrect.sandbox.tokenizer import save_tokenizer
-
-    out = tmp_path_factory.mktemp("sandbox-model")
-    build_model(PretrainConfig(n_digits=4, n_layer=1, n_embd=32, n_head=2, n_inner=64)).save_pretrained(out)
-    save_tokenizer(out)
-    return out
 
 
 def _digits(rng: random.Random, n: int) -> str:

@@ -16,15 +16,6 @@ from selfcorrect.icalign.gd import gd_predictions  # noqa: E402
 from selfcorrect.icalign.losses import alignment_loss, bt_nll, pl_nll, training_loss  # noqa: E402
 from selfcorrect.icalign.model import ICATransformer, ModelConfig  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # --- the model: every variant is causal -------------------------------------------------------------------------
 
 VARIANTS = list(itertools.product([True, False], [True, False], [1, 2, 4]))  # softmax × mlp × heads

@@ -26,13 +26,6 @@ TINY = {"model": {"n_layer": 1, "n_head": 2, "n_embd": 16}, "task": {"n_points":
         "eval": {"batch_size": 16, "noise": [0.0, 1.0], "gd_steps": 3}}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 # --- presets and configs ----------------------------------------------------------------------------------------
 

@@ -24,15 +24,6 @@ KIT = get_kit("sandbox-chain")
 CHAIN = Example(id="c", fields={"question": "1234"}, gold="11233640")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def test_step_negative_is_cut_after_the_first_wrong_step():
     state_slip = negative_from(KIT, CHAIN, "11233741", "step", "on_policy")  # step 3 adds wrongly, then propagates
@@ -161,26 +152,15 @@ def test_training_sets_have_equal_size_in_every_arm_and_the_requested_share():
         build_config(InSeCConfig, {"negative_ratio": 0.5})
 
 
-@pytest.fixture(scope="module")
-def tiny_sandbox(tmp_path_factory):
-    """A tiny untrained 4-digit sandbox GPT-2 with the sandbox tokenizer."""
-    from selfcorrect.sandbox.pretrain import PretrainConfig, build_model
-    from selfcorrect.sandbox.tokenizer import save_tokenizer
-
-    out = tmp_path_factory.mktemp("insec-sandbox")
-    build_model(PretrainConfig(n_digits=4, n_layer=1, n_embd=32, n_head=2, n_inner=64)).save_pretrained(out)
-    save_tokenizer(out)
-    return out
-
 
 @pytest.mark.slow
-def test_marker_tokens_survive_a_reload_for_the_sandbox_and_a_bpe_tokenizer(tiny_sandbox, tmp_path):
+def test_marker_tokens_survive_a_reload_for_the_sandbox_and_a_bpe_tokenizer(sandbox_dir, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from selfcorrect.methods.insec_data import add_tokens
     from selfcorrect.sandbox.tiny_hf import tiny_model_dir
 
-    for name, source in (("sandbox", tiny_sandbox), ("llama", tiny_model_dir("llama", tmp_path / "tiny"))):
+    for name, source in (("sandbox", sandbox_dir), ("llama", tiny_model_dir("llama", tmp_path / "tiny"))):
         before = len(AutoTokenizer.from_pretrained(source))
         out = add_tokens(source, tmp_path / name, ["<fix>", "<why-state>"])
         tokenizer = AutoTokenizer.from_pretrained(out)
@@ -223,11 +203,11 @@ def _gradient_at_mistake(model_dir, mistake_loss: str) -> tuple[float, float, li
 
 
 @pytest.mark.slow
-def test_no_loss_reaches_the_mistake_tokens_under_the_default_loss(tiny_sandbox, tmp_path):
+def test_no_loss_reaches_the_mistake_tokens_under_the_default_loss(sandbox_dir, tmp_path):
     from selfcorrect.methods.insec_data import add_tokens
     from selfcorrect.sandbox.tokenizer import token_id
 
-    model_dir = add_tokens(tiny_sandbox, tmp_path / "marked", ["<fix>"])
+    model_dir = add_tokens(sandbox_dir, tmp_path / "marked", ["<fix>"])
     at_mistake, at_marker, mistake_ids = _gradient_at_mistake(model_dir, "none")
     assert at_mistake == 0.0 and at_marker > 0.0  # the marker is learnt, the mistake is not
     assert mistake_ids == [token_id("4"), token_id("7")]  # the positions checked hold the mistake "47"
@@ -236,11 +216,11 @@ def test_no_loss_reaches_the_mistake_tokens_under_the_default_loss(tiny_sandbox,
 
 
 @pytest.mark.slow
-def test_a_two_round_run_trains_equal_steps_and_resumes_without_recomputing(tiny_sandbox, tmp_path, monkeypatch):
+def test_a_two_round_run_trains_equal_steps_and_resumes_without_recomputing(sandbox_dir, tmp_path, monkeypatch):
     from selfcorrect.methods.insec import run_insec
     from selfcorrect.training.finetune import FinetuneConfig
 
-    config = InSeCConfig(model=str(tiny_sandbox), rounds=2, samples_per_question=2, eval_limit=6,
+    config = InSeCConfig(model=str(sandbox_dir), rounds=2, samples_per_question=2, eval_limit=6,
                          task_options={"n_digits": 4, "sizes": {"train": 16, "validation": 2, "test": 6}},
                          finetune=FinetuneConfig(batch_size=8, epochs=1, learning_rate=1e-3))
     summary = run_insec(config, tmp_path / "on-policy", quiet=True)

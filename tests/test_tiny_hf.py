@@ -23,15 +23,6 @@ CONVERSATION = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
