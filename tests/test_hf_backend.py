@@ -158,6 +158,21 @@ def test_hidden_states_equal_a_direct_forward_pass(backends):
 
 
 @pytest.mark.slow
+def test_hidden_span_averages_the_last_prompt_tokens(backends):
+    import torch
+
+    backend = backends["gpt2"]
+    ids = backend.tokenizer(PROMPTS[0])["input_ids"]
+    gens = backend.generate([_prompt(PROMPTS[1], SamplingParams(max_new_tokens=2)),  # a longer batch mate: padding
+                             GenerationRequest(params=SamplingParams(max_new_tokens=2), prompt=PROMPTS[0],
+                                               hidden_layers=(1,), hidden_span=3)])
+    with torch.inference_mode():
+        direct = backend.model(torch.tensor([ids]), output_hidden_states=True).hidden_states[1][0]
+    assert torch.allclose(torch.tensor(gens[1].hidden_states[1]), direct[-3:].mean(0), atol=1e-4)
+    assert not torch.allclose(direct[-3:].mean(0), direct[-1], atol=1e-3)
+
+
+@pytest.mark.slow
 def test_hidden_layer_out_of_range_is_a_user_error(backends):
     with pytest.raises(SelfCorrectError, match="out of range"):
         backends["gpt2"].generate([_prompt(PROMPTS[0], hidden_layers=(7,))])

@@ -51,7 +51,8 @@ HiddenSink = Callable[[Trajectory, int, dict[int, list[float]]], None]
 
 def generate(backend: Backend, trajectories: Sequence[Trajectory], task: Task, *, kind: TurnKind, round_index: int,
              params: SamplingParams, seed: int, fan_out: str | None = None, score: bool = True,
-             hidden_layers: tuple[int, ...] = (), hidden_sink: HiddenSink | None = None) -> list[Trajectory]:
+             hidden_layers: tuple[int, ...] = (), hidden_span: int = 1,
+             hidden_sink: HiddenSink | None = None) -> list[Trajectory]:
     """Generate the next assistant turn for every unfinished trajectory in one backend call.
 
     With `params.n == 1` the trajectories are extended in place and returned. With `n > 1` each trajectory is
@@ -60,7 +61,8 @@ def generate(backend: Backend, trajectories: Sequence[Trajectory], task: Task, *
     """
     active = [t for t in trajectories if not t.stopped]
     requests = [GenerationRequest(params=replace(params, seed=request_seed(seed, t.id, round_index)),
-                                  messages=t.messages(), hidden_layers=hidden_layers, id=t.id) for t in active]
+                                  messages=t.messages(), hidden_layers=hidden_layers, hidden_span=hidden_span,
+                                  id=t.id) for t in active]
     outputs = backend.generate(requests) if requests else []
     expected = sum(r.params.n for r in requests)
     if len(outputs) != expected:

@@ -57,13 +57,16 @@ class GenerationRequest:
     """One prompt: chat `messages` (rendered with the model's chat template) or a raw `prompt` string.
 
     `hidden_layers` asks for hidden states of those layers (0 = embeddings, -1 = last) at the last prompt token,
-    i.e. the model's state just before it answers; backends without access to activations refuse it.
+    i.e. the model's state just before it answers; `hidden_span = k` averages them over the last k prompt tokens
+    instead (e.g. over the previous answer, where a model that checks its work may flag the error). Backends
+    without access to activations refuse them.
     """
 
     params: SamplingParams
     messages: list[dict[str, str]] | None = None
     prompt: str | None = None
     hidden_layers: tuple[int, ...] = ()
+    hidden_span: int = 1
     id: str = ""
 
     def __post_init__(self) -> None:
@@ -72,7 +75,8 @@ class GenerationRequest:
 
     def cache_key(self, model: str) -> str:
         """A stable hash of everything that decides the output: model, prompt and sampling settings, seed included."""
-        text = repr((model, self.messages, self.prompt, self.params, self.hidden_layers))
+        text = repr((model, self.messages, self.prompt, self.params, self.hidden_layers)
+                    + ((self.hidden_span,) if self.hidden_span != 1 else ()))
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 

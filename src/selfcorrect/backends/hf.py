@@ -309,7 +309,9 @@ class HFBackend(Backend):
             stopped = cut != text or (n > 0 and ids[i][-1] in eos)
             states = None
             if row.request.hidden_layers:
-                states = {layer: hidden[layer][i, -1].float().tolist() for layer in row.request.hidden_layers}
+                span = max(1, min(row.request.hidden_span, len(row.prompt_ids)))
+                states = {layer: hidden[layer][i, -span:].float().mean(0).tolist()
+                          for layer in row.request.hidden_layers}
             results.append(Generation(text=cut, finish_reason="stop" if stopped else "length", token_ids=ids[i],
                                       token_logprobs=logprobs[i, :n].tolist(),
                                       token_entropies=entropies[i, :n].tolist(), hidden_states=states,

@@ -32,6 +32,8 @@ def eval_command(
                                                             "probability, instead of self-checks.")] = None,
     hidden_layer: Annotated[int | None, typer.Option(help="Store this layer's hidden states (hf backend; -1 = "
                                                           "last) for `selfcorrect probe`.")] = None,
+    hidden_span: Annotated[int | None, typer.Option(help="Average the stored hidden states over the last K prompt "
+                                                         "tokens (default 1: the last token).")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 "
                                                       "(with --backend openai).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the generation cache.")] = False,
@@ -47,6 +49,7 @@ def eval_command(
              "split": split, "temperature": temperature, "seed": seed, "samples": samples, "stop": stop,
              "question_prompt": question_prompt, "review_prompt": review_prompt, "check_prompt": check_prompt,
              "prompts_file": prompts_file, "critic_noise": critic_noise, "hidden_layer": hidden_layer,
+             "hidden_span": hidden_span,
              "backend_options": {"base_url": base_url} if base_url else None}
     cfg = build_config(EvalConfig, config, overrides, flags)
     summary = run_eval(cfg, out, resume=resume, quiet=quiet, cache=not no_cache)

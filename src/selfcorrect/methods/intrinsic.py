@@ -75,6 +75,8 @@ class EvalConfig(StrictModel):
     option_confidence: bool | None = None
     #: Store this layer's hidden state before every answer (hf backend), for analysis/probes.py.
     hidden_layer: int | None = None
+    #: Average that layer's hidden states over the last k prompt tokens (1 = the last token only).
+    hidden_span: int = Field(1, ge=1)
     prompts_file: str | None = None
 
     def sampling(self, task: Task) -> SamplingParams:
@@ -154,6 +156,7 @@ class Session:
         layers = (self.config.hidden_layer,) if hidden and self.hidden is not None else ()
         return generate(self.backend, trajectories, self.task, kind=kind, round_index=round_index, params=params,
                         seed=self.config.seed, fan_out="s", score=kind != "check", hidden_layers=layers,
+                        hidden_span=self.config.hidden_span,
                         hidden_sink=self._keep_hidden if layers else None)
 
     def _keep_hidden(self, trajectory: Trajectory, round_index: int, states: dict[int, list[float]]) -> None:
