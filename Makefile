@@ -26,7 +26,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks experiments
 
 clean-cache:
 	rm -rf $${SELFCORRECT_CACHE:-$$HOME/.cache/selfcorrect}/sandbox
