@@ -9,6 +9,8 @@ import typer
 
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 Seed = Annotated[int, typer.Option(help="The one seed that decides everything.")]
+SeedOverride = Annotated[int | None, typer.Option("--seed", help="The one seed that decides everything.")]
+Resume = Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished step.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config; CLI flags override it.")]
 Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override any config key: --set key=value.")]
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, build_config
+from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, SeedOverride, build_config
 
 
 def eval_command(
@@ -21,7 +21,7 @@ def eval_command(
     limit: Annotated[int | None, typer.Option(help="Only the first N examples of the split.")] = None,
     split: Annotated[str | None, typer.Option(help="train, validation or test.")] = None,
     temperature: Annotated[float | None, typer.Option(help="0 = greedy.")] = None,
-    seed: Annotated[int | None, typer.Option(help="The one seed that decides everything.")] = None,
+    seed: SeedOverride = None,
     samples: Annotated[int | None, typer.Option(help="Extra samples per answer, for answer entropy.")] = None,
     stop: Annotated[str | None, typer.Option(help="Stop rule: fixed, converged or oracle (an upper bound).")] = None,
     question_prompt: Annotated[str | None, typer.Option(help="Round-1 prompt name, e.g. bbq-question.")] = None,

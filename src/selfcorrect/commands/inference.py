@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, build_config
+from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, SeedOverride, build_config
 
 
 def select_command(
@@ -21,7 +21,7 @@ def select_command(
     measure: Annotated[str | None, typer.Option(help="answer_entropy or mean_nll.")] = None,
     keep: Annotated[float | None, typer.Option(help="Fraction (<= 1) or number of records to keep.")] = None,
     which: Annotated[str | None, typer.Option(help="most or least uncertain.")] = None,
-    seed: Annotated[int | None, typer.Option(help="The one seed that decides everything.")] = None,
+    seed: SeedOverride = None,
     config: ConfigFile = None,
     overrides: Overrides = None,
     quiet: Quiet = False,

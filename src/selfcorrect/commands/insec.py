@@ -8,12 +8,11 @@ from typing import Annotated
 
 import typer
 
-from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, build_config
+from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Resume, SeedOverride, build_config
 
 insec_app = typer.Typer(help="InSeC: internalized self-correction training with inline mistakes and corrections "
                              "(arXiv 2412.16653).", invoke_without_command=True)
 
-Resume = Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished step.")]
 
 
 @insec_app.callback()
@@ -27,7 +26,7 @@ def insec_command(
     rounds: Annotated[int | None, typer.Option(help="Rounds of sample -> build -> train.")] = None,
     model: Annotated[str | None, typer.Option(help="Base model: folder, hub id, or `sandbox`.")] = None,
     task: Annotated[str | None, typer.Option(help="Task name.")] = None,
-    seed: Annotated[int | None, typer.Option(help="The one seed that decides everything.")] = None,
+    seed: SeedOverride = None,
     resume: Resume = False,
     config: ConfigFile = None,
     overrides: Overrides = None,

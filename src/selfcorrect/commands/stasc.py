@@ -7,13 +7,12 @@ from typing import Annotated
 
 import typer
 
-from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, build_config
+from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Resume, SeedOverride, build_config
 
 stasc_app = typer.Typer(help="STaSC: self-taught self-correction training (arXiv 2503.08681).",
                         invoke_without_command=True)
 
 Out = Annotated[Path | None, typer.Option(help="Run folder to create (or continue with --resume).")]
-Resume = Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished step.")]
 
 
 @stasc_app.callback()
@@ -30,7 +29,7 @@ def stasc_command(
     model: Annotated[str | None, typer.Option(help="M0: model folder, hub id, or `sandbox`.")] = None,
     task: Annotated[str | None, typer.Option(help="Task name.")] = None,
     report_to: Annotated[str | None, typer.Option("--report-to", help="wandb, mlflow or tensorboard.")] = None,
-    seed: Annotated[int | None, typer.Option(help="The one seed that decides everything.")] = None,
+    seed: SeedOverride = None,
     resume: Resume = False,
     config: ConfigFile = None,
     overrides: Overrides = None,
