@@ -121,3 +121,22 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     finally:
         os.umask(umask)
     assert (tmp_path / "b.txt").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize(("folder", "config_class"), [
+    ("stasc", "selfcorrect.methods.stasc:STaSCConfig"),
+    ("insec", "selfcorrect.methods.insec:InSeCConfig"),
+    ("sandbox", "selfcorrect.sandbox.pretrain:PretrainConfig"),
+])
+def test_every_shipped_method_config_loads(folder, config_class):
+    """The YAML files in configs/ are documented commands: a renamed or removed key must fail here, not for a user."""
+    import importlib
+    from pathlib import Path
+
+    module, name = config_class.split(":")
+    cls = getattr(importlib.import_module(module), name)
+    files = [p for p in sorted((Path(__file__).parents[1] / "configs" / folder).glob("*.yaml"))
+             if not p.name.startswith("prompts")]
+    assert files
+    for path in files:
+        assert isinstance(load_config(cls, path), cls), path
