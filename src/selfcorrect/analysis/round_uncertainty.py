@@ -5,7 +5,7 @@ nothing to be unsure about):
 - `mean_nll`, `mean_entropy`: token level, from each answer's stored `LogprobSummary`;
 - `answer_entropy`: sample level, the entropy of {the answer itself} ∪ {the `--samples` extra answers drawn from
   the same context} (metadata["samples"][t]), grouped after normalisation, averaged over trajectories. Free-text
-  answers can instead be grouped by meaning with `cluster=` (e.g. `nli_clusters` with an NLI model);
+  answers can instead be grouped by meaning with `grouping=` (`nli_grouping`: bidirectional entailment);
 - `option`: for multiple-choice tasks scored by the hf backend (metadata["option_nll"][t]), the mean confidence of
   the argmax option (normalised exp(−mean NLL), the paper's logit confidence), that option's accuracy against the
   gold, and the ECE over 10 equal-width bins with its bins.
@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from selfcorrect.analysis.nli import Entails, semantic_clusters
 from selfcorrect.analysis.uncertainty import (
     answer_entropy,
     expected_calibration_error,
@@ -27,8 +28,18 @@ from selfcorrect.analysis.uncertainty import (
 )
 from selfcorrect.trajectory import Trajectory, Turn
 
-Cluster = Callable[[list[str]], list[Hashable]]
-"""Maps a round's answers (the answer first, then the extra samples) to one cluster label each."""
+Grouping = Callable[[list[tuple[str, list[str]]]], list[list[Hashable]]]
+"""Maps every (question, answers) set of a round (answers: the answer first, then the extra samples) to one cluster
+label per answer, in one call, so a model behind it sees the whole round as one batch."""
+
+
+def nli_grouping(entails: Entails) -> Grouping:
+    """Grouping by bidirectional entailment, each answer judged together with its question (Kuhn et al. 2023)."""
+    def group(sets: list[tuple[str, list[str]]]) -> list[list[Hashable]]:
+        return [list(labels) for labels in semantic_clusters([[f"{q} {a}" for a in answers] for q, answers in sets],
+                                                             entails)]
+
+    return group
 
 
 def answer_key(turn: Turn) -> str:
@@ -36,19 +47,18 @@ def answer_key(turn: Turn) -> str:
     return turn.extracted if turn.extracted is not None else turn.text
 
 
-def _round_answers(traj: Trajectory, t: int) -> list[str] | None:
+def _round_answers(traj: Trajectory, t: int) -> tuple[str, list[str]] | None:
     samples = traj.metadata.get("samples", {}).get(str(t))
     turns = traj.model_turns()
     if samples is None or len(turns) < t:
         return None
-    return [answer_key(turns[t - 1]), *samples]
+    return traj.turns[0].text, [answer_key(turns[t - 1]), *samples]
 
 
-def _answer_entropy(answers: list[str], cluster: Cluster | None) -> float:
-    if cluster is None:
-        return answer_entropy(answers)
-    labels = [str(label) for label in cluster(answers)]
-    return answer_entropy(labels, normalize=lambda s: s)
+def _answer_entropies(sets: list[tuple[str, list[str]]], grouping: Grouping | None) -> list[float]:
+    if grouping is None:
+        return [answer_entropy(answers) for _, answers in sets]
+    return [answer_entropy([str(label) for label in labels], normalize=lambda s: s) for labels in grouping(sets)]
 
 
 def _gold_index(traj: Trajectory) -> int | None:
@@ -80,31 +90,15 @@ def option_block(trajectories: Sequence[Trajectory], t: int, n_bins: int = 10) -
             "bins": bins, "n": len(confidences)}
 
 
-def uncertainty_by_round(trajectories: Sequence[Trajectory], cluster: Cluster | None = None) -> list[dict[str, Any]]:
+def uncertainty_by_round(trajectories: Sequence[Trajectory], grouping: Grouping | None = None
+                         ) -> list[dict[str, Any]]:
     """One entry per round: token-level NLL and entropy, answer entropy over samples, option confidence and ECE."""
     rows = per_round_uncertainty(trajectories)
     for row in rows:
         t = row["round"]
         sets = [a for a in (_round_answers(traj, t) for traj in trajectories) if a is not None]
-        row["answer_entropy"] = float(np.mean([_answer_entropy(a, cluster) for a in sets])) if sets else None
+        row["answer_entropy"] = float(np.mean(_answer_entropies(sets, grouping))) if sets else None
         row["answer_entropy_n"] = len(sets)
-        row["samples_per_answer"] = len(sets[0]) if sets else 0
+        row["samples_per_answer"] = len(sets[0][1]) if sets else 0
         row["option"] = option_block(trajectories, t)
     return rows
-
-
-def nli_clusters(texts: Sequence[str], entails: Callable[[str, str], bool]) -> list[int]:
-    """Semantic clusters by bidirectional entailment (Kuhn et al. 2023): a text joins the first cluster whose
-    first member it entails and is entailed by, else opens a new one. `entails(a, b)` must come from an NLI model
-    (e.g. a DeBERTa MNLI classifier saying a ⊨ b); none ships with selfcorrect, so this is a hook, not a default."""
-    representatives: list[str] = []
-    labels = []
-    for text in texts:
-        for index, rep in enumerate(representatives):
-            if entails(text, rep) and entails(rep, text):
-                labels.append(index)
-                break
-        else:
-            representatives.append(text)
-            labels.append(len(representatives) - 1)
-    return labels

@@ -59,7 +59,7 @@ class _Row:
         return self.request.params
 
 
-def _check_source(model: str) -> None:
+def check_model_source(model: str) -> None:
     """Fail early, in one line, on a folder that is not there or has no tokenizer, rather than deep in transformers."""
     path = Path(model).expanduser()
     if path.is_dir():
@@ -130,7 +130,7 @@ class HFBackend(Backend):
                  trust_remote_code: bool = False, revision: str | None = None) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         model = str(model)
-        _check_source(model)
+        check_model_source(model)
         if dtype not in _DTYPES:
             raise SelfCorrectError(f"hf backend: unknown dtype {dtype!r}; known: {', '.join(_DTYPES)}")
         import torch

@@ -23,6 +23,8 @@ def eval_command(
     temperature: Annotated[float | None, typer.Option(help="0 = greedy.")] = None,
     seed: SeedOverride = None,
     samples: Annotated[int | None, typer.Option(help="Extra samples per answer, for answer entropy.")] = None,
+    nli_model: Annotated[str | None, typer.Option(help="Group free-text samples by meaning with this NLI model "
+                                                        "(folder or hub id) for answer entropy.")] = None,
     stop: Annotated[str | None, typer.Option(help="Stop rule: fixed, converged or oracle (an upper bound).")] = None,
     question_prompt: Annotated[str | None, typer.Option(help="Round-1 prompt name, e.g. bbq-question.")] = None,
     review_prompt: Annotated[str | None, typer.Option(help="Review prompt name (intrinsic).")] = None,
@@ -46,7 +48,8 @@ def eval_command(
     from selfcorrect.methods.intrinsic import EvalConfig, run_eval
 
     flags = {"task": task, "model": model, "backend": backend, "method": method, "rounds": rounds, "limit": limit,
-             "split": split, "temperature": temperature, "seed": seed, "samples": samples, "stop": stop,
+             "split": split, "temperature": temperature, "seed": seed, "samples": samples, "nli_model": nli_model,
+             "stop": stop,
              "question_prompt": question_prompt, "review_prompt": review_prompt, "check_prompt": check_prompt,
              "prompts_file": prompts_file, "critic_noise": critic_noise, "hidden_layer": hidden_layer,
              "hidden_span": hidden_span,

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
@@ -36,6 +36,9 @@ from selfcorrect.rounds import add_instruction, generate, start
 from selfcorrect.runs import CONFIG_FILE, RunFolder
 from selfcorrect.tasks import Task, get_task
 from selfcorrect.trajectory import Trajectory, TurnKind
+
+if TYPE_CHECKING:
+    from selfcorrect.analysis.round_uncertainty import Grouping
 
 Method = Literal["intrinsic", "cac", "self-refine-style"]
 CHECK_METHODS = ("cac", "self-refine-style")
@@ -71,6 +74,8 @@ class EvalConfig(StrictModel):
     stop_nll_epsilon: float | None = Field(default=None, gt=0.0)
     #: Extra samples per answer request, for answer-distribution entropy only.
     samples: int = Field(default=0, ge=0)
+    #: Group those samples by bidirectional entailment under this NLI classifier (free text), not by string.
+    nli_model: str | None = None
     #: Teacher-forced option likelihoods (multiple-choice tasks, hf backend). None = whenever possible.
     option_confidence: bool | None = None
     #: Store this layer's hidden state before every answer (hf backend), for analysis/probes.py.
@@ -246,6 +251,8 @@ def resolve(config: EvalConfig) -> EvalConfig:
                                            "reask_prompt": config.reask_prompt or reask})
     if config.critic_noise is not None and config.method != "cac":
         raise SelfCorrectError("critic_noise is a control of method 'cac' only")
+    if config.nli_model and not config.samples:
+        raise SelfCorrectError("nli_model groups the extra samples of each answer: set --samples to 1 or more")
     prompts = load_prompts(config.prompts_file)
     for name in used_prompts(config):
         get_prompt(prompts, name)
@@ -298,6 +305,7 @@ def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, quiet: b
         backend = backend or build_backend(config.backend, config.model, config.backend_options, cache=cache)
         check_hidden(config, backend)
         option_scoring, option_note = plan_option_scoring(config, backend, examples)
+        grouping = answer_grouping(config)  # loads the NLI model now: a bad one fails before any generation
     except BaseException:
         if not resume:  # a fresh folder holds only its config.yaml yet: leave no half-started run behind
             (run.path / CONFIG_FILE).unlink(missing_ok=True)
@@ -324,7 +332,7 @@ def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, quiet: b
     timings = {"generation_s": round(time.perf_counter() - started, 3), "backend_calls": calls,
                "scoring_batches": scoring_batches}
     trajectories = run.read_samples()
-    summary = build_summary(config, task, backend, trajectories, option_note, timings)
+    summary = build_summary(config, task, backend, trajectories, option_note, timings, grouping)
     if hasattr(backend, "stats"):
         summary["cache"] = backend.stats()
     turns = [turn for traj in trajectories for turn in traj.model_turns()]
@@ -349,8 +357,18 @@ def _hidden_store(config: EvalConfig) -> Any:
     return HiddenStore(config.hidden_layer)
 
 
+def answer_grouping(config: EvalConfig) -> Grouping | None:
+    """Semantic grouping of samples when an NLI model is configured."""
+    if not config.nli_model:
+        return None
+    from selfcorrect.analysis.nli import NLIJudge
+    from selfcorrect.analysis.round_uncertainty import nli_grouping
+
+    return nli_grouping(NLIJudge(config.nli_model).entails)
+
+
 def build_summary(config: EvalConfig, task: Task, backend: Backend, trajectories: list[Trajectory],
-                  option_note: str, timings: dict[str, Any]) -> dict[str, Any]:
+                  option_note: str, timings: dict[str, Any], grouping: Grouping | None = None) -> dict[str, Any]:
     """summary.json: metrics by round with intervals, stopping, convergence, uncertainty, task-specific measures."""
     from selfcorrect.analysis.applications import application_metrics
     from selfcorrect.analysis.metrics import summarize
@@ -364,8 +382,9 @@ def build_summary(config: EvalConfig, task: Task, backend: Backend, trajectories
         "metrics": summarize(trajectories, seed=config.seed),
         "stopping": stop_summary(trajectories, config.stop_rule()),
         "convergence": convergence_round(trajectories, seed=config.seed),
-        "uncertainty": {"by_round": uncertainty_by_round(trajectories), "option_confidence": option_note,
-                        "samples": config.samples},
+        "uncertainty": {"by_round": uncertainty_by_round(trajectories, grouping),
+                        "answer_grouping": f"nli:{config.nli_model}" if config.nli_model else "normalised text",
+                        "option_confidence": option_note, "samples": config.samples},
         "application": application_metrics(task.name, trajectories, seed=config.seed),
         "timings": timings}
     if config.method == "cac":
