@@ -91,6 +91,10 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["eval", "--out", str(tmp_path / "x"), "--task", "sandbox-chan", "--backend", "scripted"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "unknown task 'sandbox-chan'" in err and "did you mean 'sandbox-chain'" in err
+    misspelt = "task_options.n_digitz=4"
+    assert main(["eval", "--out", str(tmp_path / "z"), "--backend", "scripted", "--set", misspelt]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "task 'sandbox-chain' does not take option(s) n_digitz; it takes: n_digits" in err
     config = tmp_path / "c.yaml"
     config.write_text("rounds: 1\nrouns: 2\n")
     assert main(["eval", "--out", str(tmp_path / "y"), "--config", str(config)]) == 2

@@ -6,11 +6,10 @@ A task is registered under a short name (`selfcorrect tasks` lists them). Real-d
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
-from selfcorrect.errors import SelfCorrectError, suggest
+from selfcorrect.registry import construct, resolve
 from selfcorrect.trajectory import Example, Verdict
 
 SPLITS = ("train", "validation", "test")
@@ -59,16 +58,9 @@ def task_names() -> list[str]:
 
 
 def task_class(name: str) -> type[Task]:
-    if name not in _REGISTRY:
-        raise SelfCorrectError(f"unknown task {name!r}{suggest(name, task_names())}; known: {', '.join(task_names())}")
-    module, cls = _REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return resolve(_REGISTRY, name, "task")
 
 
 def get_task(name: str, **options: Any) -> Task:
     """Build a task by name. `options` are the task's constructor arguments (e.g. `path=`, `field_map=`)."""
-    cls = task_class(name)
-    try:
-        return cls(**options)
-    except TypeError as exc:
-        raise SelfCorrectError(f"task {name!r}: bad options {sorted(options)}: {exc}") from None
+    return construct(task_class(name), options, f"task {name!r}")
