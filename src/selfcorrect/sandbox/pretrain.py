@@ -71,12 +71,13 @@ def build_model(config: PretrainConfig) -> Any:
 
     from selfcorrect.sandbox.data import BOS, EOS
     from selfcorrect.sandbox.tokenizer import VOCAB
+    from selfcorrect.training.finetune import declare_causal_lm_loss
 
     gpt_config = GPT2Config(vocab_size=len(VOCAB), n_positions=sequence_length(config.n_digits) + 8,
                             n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head,
                             n_inner=config.n_inner, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                             bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
-    return GPT2LMHeadModel(gpt_config)
+    return declare_causal_lm_loss(GPT2LMHeadModel(gpt_config))
 
 
 class QuestionStream:

@@ -103,7 +103,15 @@ def load_model(model_dir: str | Path) -> tuple[Any, Any]:
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SelfCorrectError(f"cannot load model {model_dir}: {first_line}") from None
-    return model, tokenizer
+    return declare_causal_lm_loss(model), tokenizer
+
+
+def declare_causal_lm_loss(model: Any) -> Any:
+    """Name the loss of causal LMs whose class name transformers cannot map to one (`GPT2LMHeadModel`): it would
+    fall back to the same causal-LM loss anyway, after a misleading "`loss_type=None` ... unrecognized" warning."""
+    if getattr(model, "loss_type", None) is None:
+        model.loss_type = "ForCausalLM"
+    return model
 
 
 def tokenize_dataset(tokenizer: Any, conversations: Sequence[Conversation], loss_on: str,
