@@ -61,3 +61,15 @@ def test_short_pretraining_lowers_the_loss_and_saves_a_loadable_folder(tmp_path)
     assert tokenizer.convert_ids_to_tokens(ids[0].tolist()) == ["<bos>", "Q", "1", "2", "3", "4", "A"]
     with torch.no_grad():
         assert model(ids).logits.shape == (1, 7, len(tokenizer))
+
+
+def test_a_pretraining_stuck_above_the_noise_floor_is_flagged():
+    from selfcorrect.sandbox.pretrain import stuck_warning
+
+    def report(final_losses):
+        return {"noise_floor_plain": 0.2, "loss_curve": [{"loss": 5.0}] * 10 + [{"loss": v} for v in final_losses]}
+
+    assert stuck_warning(report([0.19, 0.2, 0.21, 0.2])) is None  # at the floor
+    assert stuck_warning(report([0.3, 0.2, 0.2, 0.2])) is None  # 1.5x once, but the last four average 1.125x
+    warning = stuck_warning(report([0.26, 0.26, 0.26, 0.26]))
+    assert warning is not None and "0.260 is 1.30x the noise floor 0.200" in warning

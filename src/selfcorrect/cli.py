@@ -41,7 +41,7 @@ def sandbox_pretrain(
 ) -> None:
     """Pretrain the sandbox model from scratch on the CPU and report its loss curve."""
     from selfcorrect.sandbox.cache import ensure_sandbox, pretrain_to
-    from selfcorrect.sandbox.pretrain import PretrainConfig, load_report
+    from selfcorrect.sandbox.pretrain import PretrainConfig, load_report, stuck_warning
 
     if task != "sandbox-chain":
         raise SelfCorrectError(f"sandbox pretrain supports task 'sandbox-chain', not {task!r}")
@@ -60,6 +60,9 @@ def sandbox_pretrain(
     for entry in report["loss_curve"]:
         typer.echo(f"{entry['phase']:<10} step {entry['step']:>5}  loss {entry['loss']:.4f}")
     typer.echo(f"noise floor (plain trace, per token): {report['noise_floor_plain']:.4f}")
+    warning = stuck_warning(report)
+    if warning:
+        typer.echo(warning, err=True)
     typer.echo(f"model: {model_dir}")
 
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,11 @@ def ensure_sandbox(config: PretrainConfig | None = None, quiet: bool = False) ->
         with Progress(quiet=quiet) as progress:
             progress.add("pretraining sandbox model", total)
             pretrain_to(config, out, lambda _phase, n: progress.advance("pretraining sandbox model", n))
+        from selfcorrect.sandbox.pretrain import load_report, stuck_warning
+
+        warning = stuck_warning(load_report(out))
+        if warning:  # another CPU can land on the wrong side of the phase transition: say so before anything is run
+            print(warning.replace("--model DIR", f"--model {out}"), file=sys.stderr)
     return out
 
 

@@ -262,3 +262,25 @@ def save(model: Any, report: dict[str, Any], out_dir: str | Path) -> Path:
 
 def load_report(model_dir: str | Path) -> dict[str, Any]:
     return json.loads((Path(model_dir) / "pretrain_report.json").read_text())
+
+
+STUCK_RATIO = 1.2
+"""Final loss / noise floor above which pretraining is reported as stuck. Of the six models pretrained here, the two
+whose reviews fix their own mistakes ended at 0.94 and 1.04 of the floor; the four whose corrections fixed nothing
+ended at 1.29-1.69 (README, the fragility table)."""
+
+
+def stuck_warning(report: dict[str, Any]) -> str | None:
+    """A warning when the final loss (mean of the last 4 logged values) sits well above the plain-trace noise floor.
+
+    A model at the floor imitates the noisy writer on first attempts and corrections alike. Stuck above it, it has
+    usually learned first attempts but not corrections (they copy the attempt, slips and all), which no later
+    measurement should discover by surprise.
+    """
+    final = float(np.mean([entry["loss"] for entry in report["loss_curve"][-4:]]))
+    floor = report["noise_floor_plain"]
+    if final <= STUCK_RATIO * floor:
+        return None
+    return (f"warning: final loss {final:.3f} is {final / floor:.2f}x the noise floor {floor:.3f}: pretraining "
+            "stopped on a plateau and this model's corrections probably fix nothing; check with `selfcorrect eval "
+            "--split validation --temperature 1 --model DIR`, or pretrain with another --seed")
