@@ -265,9 +265,9 @@ def load_report(model_dir: str | Path) -> dict[str, Any]:
 
 
 STUCK_RATIO = 1.2
-"""Final loss / noise floor above which pretraining is reported as stuck. Of the seven models pretrained here, the two
-whose reviews fix their own mistakes ended at 0.94 and 1.04 of the floor; the five whose corrections fixed nothing
-ended at 1.29-2.25 (README, the fragility table)."""
+"""Final loss / noise floor above which pretraining is reported as stuck. Of the ten models pretrained here, those
+whose reviews fix their own mistakes ended at 0.68-1.04 of the floor (0.68-0.70 for the best, `phase1_lr: 1e-3`);
+the five whose corrections fixed nothing ended at 1.29-2.25 (README, the fragility table)."""
 
 
 def stuck_warning(report: dict[str, Any]) -> str | None:
