@@ -260,3 +260,23 @@ def test_two_gloo_processes_train_one_step_and_save_a_loadable_model(sandbox_dir
     base = AutoModelForCausalLM.from_pretrained(sandbox_dir)
     changed = [not torch.equal(a, b) for a, b in zip(tuned.parameters(), base.parameters(), strict=True)]
     assert any(changed)
+
+
+def test_a_rank_killed_by_a_signal_is_reported_by_its_root_cause():
+    from selfcorrect.training.launch import _failure
+
+    torchrun = """terminate called without an active exception
+torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+Failures:
+[1]:
+  rank      : 0 (local_rank: 0)
+  exitcode  : -15 (pid: 11)  (SIGTERM)
+Root Cause (first observed failure):
+[0]:
+  rank      : 1 (local_rank: 1)
+  exitcode  : -6 (pid: 12)  (SIGABRT)
+"""
+    assert _failure("", torchrun) == ("rank : 1 (local_rank: 1); exitcode : -6 (pid: 12) (SIGABRT); "
+                                      "terminate called without an active exception")
+    assert _failure("", "error: model folder x has no tokenizer files\n" + torchrun) == \
+        "model folder x has no tokenizer files"

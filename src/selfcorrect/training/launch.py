@@ -41,11 +41,17 @@ def _read_jsonl(path: Path) -> list[list[dict]]:
 
 
 def _failure(stdout: str | None, stderr: str | None) -> str:
-    """The ranks' own one-line error when one printed it, else the last line of the captured output."""
+    """The ranks' own one-line error when one printed it; for a rank killed by a signal, torchrun's root cause (its
+    rank and signal); else the last line that names an error, or the last line of the captured output."""
     lines = [line.strip() for line in ((stdout or "") + (stderr or "")).splitlines() if line.strip()]
     errors = [line.removeprefix(ERROR_PREFIX) for line in lines if line.startswith(ERROR_PREFIX)]
     if errors:
         return errors[-1]
+    if "Root Cause (first observed failure):" in lines:
+        cause = lines[lines.index("Root Cause (first observed failure):"):]
+        facts = [line for line in cause if line.startswith(("rank", "exitcode"))][:2]
+        aborts = [line for line in lines if line.startswith("terminate called")]
+        return "; ".join(" ".join(line.split()) for line in facts + aborts[:1])
     raised = [line for line in lines if "Error" in line or "error:" in line]  # e.g. a rank's last traceback line
     if raised:
         return raised[-1]
@@ -116,7 +122,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         from selfcorrect.runs import write_json
 
         write_json(folder / RESULT_FILE, result.to_dict())
+    _leave_process_group()
     return 0
+
+
+def _leave_process_group() -> None:
+    """Wait for every rank, then tear the process group down before the interpreter exits.
+
+    Left to interpreter shutdown, gloo's worker threads are sometimes destroyed while still joinable and the rank
+    aborts ("terminate called without an active exception", SIGABRT); torchrun then kills the other ranks, rank 0
+    possibly before it has written the result. Measured here on two 1-step launches of a tiny model: 2 failures in
+    17 launches without this, none in 40 with it.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
