@@ -9,24 +9,16 @@ one after another (two torch processes on 2 cores slow each other ~10x), each in
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from selfcorrect.methods.insec import InSeCConfig, format_rounds, run_insec
-from selfcorrect.methods.stasc_sweep import _mean_std
+from selfcorrect.methods.multirun import finished_or_run, mean_std
 from selfcorrect.runs import atomic_write_text, write_json
 
 ARMS = {"insec-on-policy": "on_policy", "insec-synthetic": "synthetic", "sft": "none"}
 COLUMNS = ("accuracy", "first_attempt_accuracy", "marker_rate", "marker_precision", "marker_recall",
            "wrong_to_right", "right_to_wrong")
-
-
-def _run(config: InSeCConfig, folder: Path, resume: bool, quiet: bool) -> dict[str, Any]:
-    summary_file = folder / "summary.json"
-    if summary_file.is_file():
-        return json.loads(summary_file.read_text())
-    return run_insec(config, folder, resume=resume and folder.exists(), quiet=quiet)
 
 
 def run_compare(base: InSeCConfig, seeds: list[int], out: Path, arms: list[str] | None = None,
@@ -36,7 +28,8 @@ def run_compare(base: InSeCConfig, seeds: list[int], out: Path, arms: list[str] 
     for seed in seeds:
         for arm in arms or list(ARMS):
             config = base.model_copy(update={"negatives": ARMS[arm], "seed": seed})
-            summaries.setdefault(arm, []).append(_run(config, out / f"{arm}-seed{seed}", resume, quiet))
+            folder = out / f"{arm}-seed{seed}"
+            summaries.setdefault(arm, []).append(finished_or_run(run_insec, config, folder, resume, quiet))
     table = aggregate(summaries)
     write_json(out / "compare.json", table)
     atomic_write_text(out / "compare.md", format_markdown(table))
@@ -55,10 +48,10 @@ def aggregate(summaries: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     for arm, runs in summaries.items():
         entry: dict[str, Any] = {"seeds": [r["seed"] for r in runs]}
         for key in COLUMNS:
-            entry[key] = _mean_std([_value(r["final"], key) for r in runs])
+            entry[key] = mean_std([_value(r["final"], key) for r in runs])
             entry[f"{key} per seed"] = [_value(r["final"], key) for r in runs]
-        entry["base accuracy"] = _mean_std([_value(r["rounds"][0]["eval"], "accuracy") for r in runs])
-        entry["steps"] = _mean_std([sum(row["training"]["steps"] for row in r["rounds"][1:]) for r in runs])
+        entry["base accuracy"] = mean_std([_value(r["rounds"][0]["eval"], "accuracy") for r in runs])
+        entry["steps"] = mean_std([sum(row["training"]["steps"] for row in r["rounds"][1:]) for r in runs])
         entry["negatives"] = [r["rounds"][-1]["data"]["negatives"] for r in runs]
         rows[arm] = entry
     return {"columns": list(COLUMNS), "rows": rows}
@@ -127,8 +120,9 @@ def run_insec_demo(out: Path, seed: int = 0, quiet: bool = False) -> dict[str, A
     folder is already there; prints both, because InSeC alone would hide that SFT does better on the sandbox."""
     import typer
 
-    runs = {arm: _run(demo_config(seed).model_copy(update={"negatives": ARMS[arm]}), out / f"{arm}-seed{seed}",
-                      resume=True, quiet=quiet) for arm in ("insec-on-policy", "sft")}
+    runs = {arm: finished_or_run(run_insec, demo_config(seed).model_copy(update={"negatives": ARMS[arm]}),
+                                 out / f"{arm}-seed{seed}", resume=True, quiet=quiet)
+            for arm in ("insec-on-policy", "sft")}
     for arm, summary in runs.items():
         typer.echo(f"\n{arm}: sandbox test split, temperature 1, 95% bootstrap intervals (round 0 = base model):")
         typer.echo(format_rounds(summary))

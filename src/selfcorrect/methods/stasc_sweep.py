@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from selfcorrect.methods.multirun import finished_or_run, mean_std
 from selfcorrect.methods.stasc import STaSCConfig, run_stasc
 from selfcorrect.runs import atomic_write_text, write_json
 
@@ -29,12 +28,14 @@ def run_sweep(base: STaSCConfig, variants: list[str], seeds: list[int], controls
     for seed in seeds:
         for variant in variants:
             config = base.model_copy(update={"variant": variant, "seed": seed, "method": "stasc"})
-            summaries.setdefault(variant, []).append(_run(config, out / run_name(variant, seed), resume, quiet))
+            folder = out / run_name(variant, seed)
+            summaries.setdefault(variant, []).append(finished_or_run(run_stasc, config, folder, resume, quiet))
         for control in controls:
             config = base.model_copy(update={"variant": budget_variant, "seed": seed, "method": control,
                                              "budget_from": str(out / run_name(budget_variant, seed))})
-            summaries.setdefault(control.upper(), []).append(_run(config, out / run_name(control, seed), resume,
-                                                                  quiet))
+            folder = out / run_name(control, seed)
+            summaries.setdefault(control.upper(), []).append(finished_or_run(run_stasc, config, folder, resume,
+                                                                             quiet))
     table = aggregate(summaries, base)
     write_json(out / "sweep.json", table)
     atomic_write_text(out / "sweep.md", format_markdown(table))
@@ -62,13 +63,6 @@ def table_from_runs(folders: list[Path]) -> dict[str, Any]:
     return aggregate(summaries, base)
 
 
-def _run(config: STaSCConfig, folder: Path, resume: bool, quiet: bool) -> dict[str, Any]:
-    summary_file = folder / "summary.json"
-    if summary_file.is_file():
-        return json.loads(summary_file.read_text())
-    return run_stasc(config, folder, resume=resume and folder.exists(), quiet=quiet)
-
-
 def _acc(row: dict[str, Any], where: str, t: int) -> float | None:
     metrics = row["eval"].get(where)
     return None if metrics is None else metrics["accuracy_by_round"][t - 1]["value"]
@@ -89,12 +83,12 @@ def aggregate(summaries: dict[str, list[dict[str, Any]]], base: STaSCConfig) -> 
                                  "selected_iterations": [i for _, i in picked]}
         for where in settings:
             for t in (1, 2):
-                entry[f"{where} acc@t{t}"] = _mean_std([_acc(r["iterations"][i], where, t) for r, i in picked])
+                entry[f"{where} acc@t{t}"] = mean_std([_acc(r["iterations"][i], where, t) for r, i in picked])
                 by_iter = [[_acc(row, where, t) for row in r["iterations"]] for r, _ in picked]
-                entry[f"{where} acc@t{t} by iteration"] = [_mean_std(list(v)) for v in zip(*by_iter, strict=True)]
-            entry[f"{where} delta"] = _mean_std([_metric(r["iterations"][i], where, "delta") for r, i in picked])
+                entry[f"{where} acc@t{t} by iteration"] = [mean_std(list(v)) for v in zip(*by_iter, strict=True)]
+            entry[f"{where} delta"] = mean_std([_metric(r["iterations"][i], where, "delta") for r, i in picked])
             for flip in ("delta_i_to_c", "delta_c_to_i"):
-                entry[f"{where} {flip}"] = _mean_std([_metric(r["iterations"][i], where, flip) for r, i in picked])
+                entry[f"{where} {flip}"] = mean_std([_metric(r["iterations"][i], where, flip) for r, i in picked])
         rows[label] = entry
     return {"settings": settings, "rows": rows, "iterations": base.iterations, "task": base.task}
 
@@ -102,14 +96,6 @@ def aggregate(summaries: dict[str, list[dict[str, Any]]], base: STaSCConfig) -> 
 def _metric(row: dict[str, Any], where: str, name: str) -> float | None:
     metrics = row["eval"].get(where)
     return None if metrics is None or metrics.get(name) is None else metrics[name]["value"]
-
-
-def _mean_std(values: list[float | None]) -> dict[str, float] | None:
-    values = [v for v in values if v is not None]
-    if not values:
-        return None
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1)) if len(values) > 1 else 0.0,
-            "n": len(values)}
 
 
 def format_markdown(table: dict[str, Any]) -> str:
