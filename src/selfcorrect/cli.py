@@ -60,7 +60,7 @@ def sandbox_pretrain(
     for entry in report["loss_curve"]:
         typer.echo(f"{entry['phase']:<10} step {entry['step']:>5}  loss {entry['loss']:.4f}")
     typer.echo(f"noise floor (plain trace, per token): {report['noise_floor_plain']:.4f}")
-    warning = stuck_warning(report)
+    warning = stuck_warning(report, model_dir)
     if warning:
         typer.echo(warning, err=True)
     typer.echo(f"model: {model_dir}")

@@ -36,8 +36,7 @@ label per answer, in one call, so a model behind it sees the whole round as one 
 def nli_grouping(entails: Entails) -> Grouping:
     """Grouping by bidirectional entailment, each answer judged together with its question (Kuhn et al. 2023)."""
     def group(sets: list[tuple[str, list[str]]]) -> list[list[Hashable]]:
-        return [list(labels) for labels in semantic_clusters([[f"{q} {a}" for a in answers] for q, answers in sets],
-                                                             entails)]
+        return semantic_clusters([[f"{q} {a}" for a in answers] for q, answers in sets], entails)
 
     return group
 

@@ -49,10 +49,9 @@ def eval_command(
 
     flags = {"task": task, "model": model, "backend": backend, "method": method, "rounds": rounds, "limit": limit,
              "split": split, "temperature": temperature, "seed": seed, "samples": samples, "nli_model": nli_model,
-             "stop": stop,
-             "question_prompt": question_prompt, "review_prompt": review_prompt, "check_prompt": check_prompt,
-             "prompts_file": prompts_file, "critic_noise": critic_noise, "hidden_layer": hidden_layer,
-             "hidden_span": hidden_span,
+             "stop": stop, "question_prompt": question_prompt, "review_prompt": review_prompt,
+             "check_prompt": check_prompt, "prompts_file": prompts_file, "critic_noise": critic_noise,
+             "hidden_layer": hidden_layer, "hidden_span": hidden_span,
              "backend_options": {"base_url": base_url} if base_url else None}
     cfg = build_config(EvalConfig, config, overrides, flags)
     summary = run_eval(cfg, out, resume=resume, quiet=quiet, cache=not no_cache)

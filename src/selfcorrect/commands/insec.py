@@ -8,11 +8,10 @@ from typing import Annotated
 
 import typer
 
-from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Resume, SeedOverride, build_config
+from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Resume, Seed, SeedOverride, build_config
 
 insec_app = typer.Typer(help="InSeC: internalized self-correction training with inline mistakes and corrections "
                              "(arXiv 2412.16653).", invoke_without_command=True)
-
 
 
 @insec_app.callback()
@@ -79,7 +78,7 @@ def compare_command(
 @insec_app.command("demo-run")
 def demo_command(
     out: Annotated[Path, typer.Option(help="Run folder (continued when it exists).")] = Path("runs/demo/insec"),
-    seed: Annotated[int, typer.Option(help="The one seed that decides everything.")] = 0,
+    seed: Seed = 0,
     quiet: Quiet = False,
 ) -> None:
     """One short on-policy InSeC round on the sandbox: what `make demo` shows."""

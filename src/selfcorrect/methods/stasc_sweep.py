@@ -71,7 +71,8 @@ def _acc(row: dict[str, Any], where: str, t: int) -> float | None:
 def aggregate(summaries: dict[str, list[dict[str, Any]]], base: STaSCConfig) -> dict[str, Any]:
     """Per label and eval setting: mean ± std over seeds at the validation-selected iteration, and by iteration.
 
-    A `base` row holds iteration 0 (the untouched model) of every run, so each table carries its own baseline.
+    A `base` row holds iteration 0 (the untouched model) of the first run, so each table carries its own baseline;
+    every run of a sweep starts from the same model.
     """
     settings = [f"test@T{t:g}" for t in base.eval_temperatures]
     all_runs = [r for runs in summaries.values() for r in runs]

@@ -84,9 +84,9 @@ def ensure_sandbox(config: PretrainConfig | None = None, quiet: bool = False) ->
             pretrain_to(config, out, lambda _phase, n: progress.advance("pretraining sandbox model", n))
         from selfcorrect.sandbox.pretrain import load_report, stuck_warning
 
-        warning = stuck_warning(load_report(out))
+        warning = stuck_warning(load_report(out), out)
         if warning:  # another CPU can land on the wrong side of the phase transition: say so before anything is run
-            print(warning.replace("--model DIR", f"--model {out}"), file=sys.stderr)
+            print(warning, file=sys.stderr)
     return out
 
 

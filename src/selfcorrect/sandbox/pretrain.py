@@ -270,7 +270,7 @@ whose reviews fix their own mistakes ended at 0.68-1.04 of the floor (0.68-0.70 
 the five whose corrections fixed nothing ended at 1.29-2.25 (README, the fragility table)."""
 
 
-def stuck_warning(report: dict[str, Any]) -> str | None:
+def stuck_warning(report: dict[str, Any], model_dir: str | Path = "DIR") -> str | None:
     """A warning when the final loss (mean of the last 4 logged values) sits well above the plain-trace noise floor.
 
     A model at the floor imitates the noisy writer on first attempts and corrections alike. Stuck above it, it has
@@ -283,4 +283,4 @@ def stuck_warning(report: dict[str, Any]) -> str | None:
         return None
     return (f"warning: final loss {final:.3f} is {final / floor:.2f}x the noise floor {floor:.3f}: pretraining "
             "stopped on a plateau and this model's corrections probably fix nothing; check with `selfcorrect eval "
-            "--split validation --temperature 1 --model DIR`, or pretrain with another --seed")
+            f"--split validation --temperature 1 --model {model_dir}`, or pretrain with another --seed")
