@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfcorrect.analysis.metrics import bootstrap_ci
+from selfcorrect.analysis.metrics import grouped_bootstrap_ci
 from selfcorrect.analysis.probes import LinearProbe, auroc, concept_rows, load_hidden
 from selfcorrect.runs import RunFolder
 
@@ -36,18 +36,13 @@ def main(run_a: str, run_b: str, seed: int, n_boot: int) -> None:
     ids_b, scores_b, labels_b = held_out_scores(run_b)
     if ids_a != ids_b or not np.array_equal(labels_a, labels_b):
         raise SystemExit("the runs do not hold the same answers: pair runs of one model, question set and seed")
-    examples = sorted(set(ids_a))
-    members = [np.flatnonzero(np.array(ids_a) == e) for e in examples]
-
-    def difference(picked: np.ndarray) -> float:
-        rows = np.concatenate([members[int(i)] for i in picked])
+    def difference(rows: np.ndarray) -> float:
         return auroc(scores_a[rows], labels_a[rows]) - auroc(scores_b[rows], labels_a[rows])
 
-    lo, hi = bootstrap_ci(np.arange(len(examples)), difference, n_boot=n_boot, seed=seed)
-    every = np.arange(len(examples))
+    lo, hi = grouped_bootstrap_ci(ids_a, difference, n_boot=n_boot, seed=seed)
     print(f"AUROC {run_a}: {auroc(scores_a, labels_a):.3f}; {run_b}: {auroc(scores_b, labels_b):.3f}; "
-          f"difference {difference(every):+.3f} [{lo:+.3f}, {hi:+.3f}] (95% paired bootstrap over {len(examples)} "
-          f"questions, {len(labels_a)} rows)")
+          f"difference {difference(np.arange(len(labels_a))):+.3f} [{lo:+.3f}, {hi:+.3f}] (95% paired bootstrap "
+          f"over {len(set(ids_a))} questions, {len(labels_a)} rows)")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from selfcorrect.analysis.metrics import bootstrap_ci
+from selfcorrect.analysis.metrics import grouped_bootstrap_ci
 from selfcorrect.analysis.probes import auroc, fit_probe
 from selfcorrect.runs import RunFolder, write_json
 from selfcorrect.tasks.sandbox_chain import first_error
@@ -75,19 +75,15 @@ def scored(scores: np.ndarray, labels: np.ndarray, keep: np.ndarray, wrong: np.n
            questions: list[str], seed: int) -> dict:
     """Pooled, position-stratified and answer-level AUROC on the test attempts, each with a bootstrap interval that
     resamples held-out questions (all attempts at one question together)."""
-    test_questions = sorted({q for q, t in zip(questions, test, strict=True) if t})
-    at = {q: i for i, q in enumerate(test_questions)}
-    owner = np.array([at.get(q, -1) for q in questions])
-    members = [np.flatnonzero(owner == i) for i in range(len(test_questions))]
+    test_rows = np.flatnonzero(test)
+    test_questions = [questions[i] for i in test_rows]
     result = {}
     for name, stat in (("pooled", lambda r: auroc(scores[r][keep[r]], labels[r][keep[r]])),
                        ("within_position", lambda r: stratified(scores[r], labels[r], keep[r])),
                        ("answer", lambda r: auroc(scores[r].max(axis=1), wrong[r]))):
-        def over_questions(picked: np.ndarray, stat: Callable[[np.ndarray], float] = stat) -> float:
-            return stat(np.concatenate([members[int(i)] for i in picked]))
-
-        lo, hi = bootstrap_ci(np.arange(len(test_questions)), over_questions, n_boot=300, seed=seed)
-        result[name] = {"value": stat(np.flatnonzero(test)), "ci": [lo, hi]}
+        lo, hi = grouped_bootstrap_ci(test_questions, lambda drawn, stat=stat: stat(test_rows[drawn]), n_boot=300,
+                                      seed=seed)
+        result[name] = {"value": stat(test_rows), "ci": [lo, hi]}
     return result
 
 

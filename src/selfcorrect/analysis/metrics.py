@@ -13,7 +13,7 @@ confident has *answered*, and dropping it would make later rounds look at a shri
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import numpy as np
@@ -118,6 +118,20 @@ def bootstrap_ci(values_per_example: Sequence[float] | np.ndarray,
     tail = (1.0 - level) / 2
     lo, hi = np.quantile(stats, [tail, 1.0 - tail])
     return float(lo), float(hi)
+
+
+def grouped_bootstrap_ci(groups: Sequence[Hashable], stat: Callable[[np.ndarray], float], n_boot: int = 1000,
+                         seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """`bootstrap_ci` over groups of rows resampled whole (e.g. all rounds of one question, which are not
+    independent): `stat` gets the indices of the rows drawn, a group drawn twice contributing its rows twice.
+    Groups are taken in sorted order, so the resamples depend only on (seed, number of groups, n_boot)."""
+    labels = np.asarray(groups)
+    members = [np.flatnonzero(labels == key) for key in sorted(set(groups))]
+
+    def over_groups(picked: np.ndarray) -> float:
+        return stat(np.concatenate([members[int(i)] for i in picked]))
+
+    return bootstrap_ci(np.arange(len(members)), over_groups, n_boot=n_boot, seed=seed, level=level)
 
 
 def _estimate(values: np.ndarray, seed: int, n_boot: int) -> dict[str, Any]:

@@ -212,18 +212,12 @@ def split_examples(rows: Rows, held_out: float, seed: int) -> tuple[Rows, Rows]:
 def auroc_with_interval(scores: np.ndarray, labels: np.ndarray, example_ids: list[str], seed: int,
                         n_boot: int = 1000) -> dict[str, Any]:
     """AUROC and its percentile bootstrap interval, resampling examples (all their rounds together)."""
-    from selfcorrect.analysis.metrics import bootstrap_ci
+    from selfcorrect.analysis.metrics import grouped_bootstrap_ci
 
-    examples = sorted(set(example_ids))
-    members = [np.flatnonzero(np.array(example_ids) == e) for e in examples]
-
-    def stat(picked: np.ndarray) -> float:
-        rows = np.concatenate([members[int(i)] for i in picked])
-        return auroc(scores[rows], labels[rows])
-
-    lo, hi = bootstrap_ci(np.arange(len(examples)), stat, n_boot=n_boot, seed=seed)
-    return {"value": auroc(scores, labels), "ci": [lo, hi], "n_rows": len(scores), "n_examples": len(examples),
-            "positive_rate": float(np.mean(labels))}
+    lo, hi = grouped_bootstrap_ci(example_ids, lambda rows: auroc(scores[rows], labels[rows]), n_boot=n_boot,
+                                  seed=seed)
+    return {"value": auroc(scores, labels), "ci": [lo, hi], "n_rows": len(scores),
+            "n_examples": len(set(example_ids)), "positive_rate": float(np.mean(labels))}
 
 
 def _nll_baseline(rows: Rows, config: ProbeConfig) -> dict[str, Any] | None:
