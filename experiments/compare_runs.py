@@ -31,9 +31,8 @@ def block(summary: dict, path: tuple[str, ...]) -> object:
     return summary
 
 
-def differences(a: Path, b: Path) -> list[str]:
+def differences(ta: dict[str, dict], tb: dict[str, dict], a: Path, b: Path) -> list[str]:
     found = []
-    ta, tb = trajectories(a), trajectories(b)
     if set(ta) != set(tb):
         found.append(f"trajectory ids differ: {len(set(ta) ^ set(tb))} in one run only")
     found += [f"trajectory {i} differs" for i in sorted(set(ta) & set(tb)) if ta[i] != tb[i]][:1]
@@ -49,9 +48,10 @@ def differences(a: Path, b: Path) -> list[str]:
 
 
 def main(a: str, b: str) -> int:
-    found = differences(Path(a), Path(b))
+    ta, tb = trajectories(Path(a)), trajectories(Path(b))
+    found = differences(ta, tb, Path(a), Path(b))
     blocks = ", ".join(".".join(path) for path in BLOCKS)
-    same = f"identical ({len(trajectories(Path(a)))} trajectories, summary blocks {blocks}, hidden states)"
+    same = f"identical ({len(ta)} trajectories, summary blocks {blocks}, hidden states)"
     print(f"{a} vs {b}: " + ("; ".join(found) if found else same))
     return 1 if found else 0
 
