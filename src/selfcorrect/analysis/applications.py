@@ -20,7 +20,7 @@ import string
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from selfcorrect.analysis.metrics import answer_at, bootstrap_ci, correct_at, n_rounds, per_example
+from selfcorrect.analysis.metrics import answer_at, correct_at, estimate, n_rounds, per_example
 from selfcorrect.rewards import refusal, refusal_anywhere
 from selfcorrect.trajectory import Trajectory
 
@@ -29,8 +29,7 @@ def _rate(trajectories: Sequence[Trajectory], value: Callable[[Trajectory], floa
     values = per_example(trajectories, value)[1]
     if values.size == 0:
         return {"value": None, "ci": None, "n": 0}
-    lo, hi = bootstrap_ci(values, seed=seed)
-    return {"value": float(values.mean()), "ci": [lo, hi], "n": int(values.size)}
+    return {**estimate(values, seed), "n": int(values.size)}
 
 
 def picked_option(trajectory: Trajectory, t: int) -> int | None:

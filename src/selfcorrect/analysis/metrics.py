@@ -134,7 +134,8 @@ def grouped_bootstrap_ci(groups: Sequence[Hashable], stat: Callable[[np.ndarray]
     return bootstrap_ci(np.arange(len(members)), over_groups, n_boot=n_boot, seed=seed, level=level)
 
 
-def _estimate(values: np.ndarray, seed: int, n_boot: int) -> dict[str, Any]:
+def estimate(values: np.ndarray, seed: int = 0, n_boot: int = 1000) -> dict[str, Any]:
+    """A per-example mean with its percentile bootstrap interval: the `{"value", "ci"}` every results file uses."""
     lo, hi = bootstrap_ci(values, n_boot=n_boot, seed=seed)
     return {"value": float(values.mean()), "ci": [lo, hi]}
 
@@ -151,14 +152,14 @@ def summarize(trajectories: Sequence[Trajectory], seed: int = 0, n_boot: int = 1
     n_examples = len({t.example.id for t in trajectories})
     by_round = []
     for t in range(1, rounds + 1):
-        by_round.append({"round": t, **_estimate(_correctness(trajectories, t), seed, n_boot), "n": n_examples})
+        by_round.append({"round": t, **estimate(_correctness(trajectories, t), seed, n_boot), "n": n_examples})
     metrics: dict[str, Any] = {"accuracy_by_round": by_round, "delta": None, "delta_i_to_c": None,
                                "delta_c_to_i": None, "transitions": [], "n_examples": n_examples,
                                "n_trajectories": len(trajectories)}
     if rounds >= 2:
-        metrics["delta"] = _estimate(_correctness(trajectories, 2) - _correctness(trajectories, 1), seed, n_boot)
-        metrics["delta_i_to_c"] = _estimate(_flips(trajectories, 1, 2, before=False, after=True), seed, n_boot)
-        metrics["delta_c_to_i"] = _estimate(_flips(trajectories, 1, 2, before=True, after=False), seed, n_boot)
+        metrics["delta"] = estimate(_correctness(trajectories, 2) - _correctness(trajectories, 1), seed, n_boot)
+        metrics["delta_i_to_c"] = estimate(_flips(trajectories, 1, 2, before=False, after=True), seed, n_boot)
+        metrics["delta_c_to_i"] = estimate(_flips(trajectories, 1, 2, before=True, after=False), seed, n_boot)
         metrics["transitions"] = [_transition_block(trajectories, t, t + 1) for t in range(1, rounds)]
     return metrics
 

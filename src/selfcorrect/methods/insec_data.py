@@ -201,7 +201,7 @@ def marker_metrics(trajectories: Sequence[Any], seed: int = 0, n_boot: int = 100
     `right_to_wrong` are shares of all outputs whose first attempt (the text before the first marker) and final
     answer differ in correctness.
     """
-    from selfcorrect.analysis.metrics import bootstrap_ci, per_example
+    from selfcorrect.analysis.metrics import bootstrap_ci, estimate, per_example
 
     def column(value: Callable[[Any], float]) -> np.ndarray:
         return per_example(trajectories, value)[1]
@@ -217,8 +217,7 @@ def marker_metrics(trajectories: Sequence[Any], seed: int = 0, n_boot: int = 100
     sums = {key: column(lambda t, key=key: info(t)[key]) for key in ("markers", "precise", "errors", "caught")}
 
     def mean(values: np.ndarray) -> dict[str, Any]:
-        lo, hi = bootstrap_ci(values, n_boot=n_boot, seed=seed)
-        return {"value": float(values.mean()), "ci": [lo, hi]}
+        return estimate(values, seed, n_boot)
 
     def ratio(num: np.ndarray, den: np.ndarray) -> dict[str, Any] | None:
         if den.sum() == 0:
