@@ -27,8 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = {"learning_rate": 1e-2, "batch_size": 4, "lr_scheduler": "constant"}
 
 
-
-
 def _digits(rng: random.Random, n: int) -> str:
     return "".join(rng.choice("0123456789") for _ in range(n))
 

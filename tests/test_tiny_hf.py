@@ -23,7 +23,6 @@ CONVERSATION = [
 ]
 
 
-
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ARCHS)
 def test_save_and_reload_keep_logits_and_token_ids(arch, tmp_path):
