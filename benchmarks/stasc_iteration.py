@@ -27,7 +27,7 @@ def main() -> None:
     from selfcorrect.backends.hf import HFBackend
     from selfcorrect.config import load_config
     from selfcorrect.methods.stasc import STaSCConfig, sample_pairs, select_training_set
-    from selfcorrect.sandbox.cache import resolve_model
+    from selfcorrect.models import resolve_model
     from selfcorrect.tasks import get_task
     from selfcorrect.training.finetune import finetune
 

@@ -94,7 +94,7 @@ def probe_scores(features: np.ndarray, labels: np.ndarray, keep: np.ndarray, tra
 
 
 def main(run_dir: str, model: str, out: str | None, seed: int) -> dict:
-    from selfcorrect.sandbox.cache import resolve_model
+    from selfcorrect.models import resolve_model
     from selfcorrect.sandbox.data import DIGIT0
 
     questions, answers = attempts_of(run_dir)

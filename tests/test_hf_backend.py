@@ -33,7 +33,7 @@ def backends(tiny_root):
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield {arch: HFBackend(str(tiny_model_dir(arch, tiny_root))) for arch in ("gpt2", "llama")}
+    yield {arch: HFBackend(str(tiny_model_dir(arch, tiny_root)), dtype="float32") for arch in ("gpt2", "llama")}
     torch.set_num_threads(threads)
 
 
@@ -218,7 +218,7 @@ def test_generation_stops_at_the_end_of_the_context(backends):
 def test_choose_tokens_follows_the_distribution_and_the_nucleus():
     import torch
 
-    from selfcorrect.backends.hf import choose_tokens
+    from selfcorrect.backends.decode import choose_tokens
 
     rows = 1000
     logits = torch.log(torch.tensor([0.1, 0.6, 0.3])).expand(rows, 3)

@@ -441,4 +441,5 @@ def test_serve_main_reports_a_missing_model_in_one_line(capsys):
     from selfcorrect.serve import main as serve_main
 
     assert serve_main(["--model", "/no/such/model", "--port", str(_free_port())]) == 2
-    assert capsys.readouterr().err == "error: model folder not found: /no/such/model\n"
+    err = capsys.readouterr().err
+    assert err.startswith("error: model folder /no/such/model does not exist") and err.count("\n") == 1

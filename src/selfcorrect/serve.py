@@ -353,7 +353,7 @@ def serve_model(model: str = "sandbox", host: str = "127.0.0.1", port: int = 800
     same string they would pass to `--model`.
     """
     from selfcorrect.backends.hf import HFBackend
-    from selfcorrect.sandbox.cache import resolve_model
+    from selfcorrect.models import resolve_model
 
     backend = HFBackend(str(resolve_model(model)), device=device, dtype=dtype, batch_size=batch_size)
     server = make_server(backend, host, port, served_model_name or model, max_batch=max_batch)

@@ -37,7 +37,7 @@ class NLIJudge:
     def __init__(self, model: str, batch_size: int = 64, device: str | None = None) -> None:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-        from selfcorrect.backends.hf import check_model_source
+        from selfcorrect.models import check_model_source
 
         check_model_source(model)
         self.tokenizer = AutoTokenizer.from_pretrained(model)

@@ -110,6 +110,10 @@ class Backend(ABC):
         """What identifies the model in caches and run records."""
         return self.name
 
+    def describe(self) -> dict[str, Any]:
+        """What a run records about the backend (its name, model and any setting resolved at load, like dtype)."""
+        return {"name": self.name, "model": self.model_id}
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing to release
         """Release resources (server connections, GPU memory)."""
 

@@ -41,7 +41,7 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS generations (
 
 def default_cache_path() -> Path:
     """`$SELFCORRECT_CACHE/generations.sqlite` (default `~/.cache/selfcorrect/`), beside the sandbox models."""
-    from selfcorrect.sandbox.cache import cache_root
+    from selfcorrect.models import cache_root
 
     return cache_root() / CACHE_FILE
 
@@ -136,7 +136,9 @@ class CachedBackend(Backend):
         self.name = backend.name
         self.supports_hidden_states = backend.supports_hidden_states
         self.cache = GenerationCache(path or default_cache_path())
-        self._model_key = f"{backend.name}:{model_fingerprint(backend.model_id)}"
+        settings = {k: v for k, v in backend.describe().items() if k not in ("name", "model")}  # e.g. the dtype
+        fingerprint = model_fingerprint(backend.model_id)
+        self._model_key = f"{backend.name}:{fingerprint}" + (f"|{settings}" if settings else "")
         self.hits = 0
         self.misses = 0
         self.inner_calls = 0
@@ -155,6 +157,9 @@ class CachedBackend(Backend):
     @property
     def model_id(self) -> str:
         return self.inner.model_id
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
 
     def key(self, request: GenerationRequest) -> str:
         return request.cache_key(self._model_key)

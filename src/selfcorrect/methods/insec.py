@@ -232,7 +232,7 @@ def _finetune(start_model: Path, conversations: list, config: InSeCConfig, seed:
 def run_insec(config: InSeCConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Round 0 evaluates the base model; rounds 1..R sample (on-policy only), build, train and evaluate."""
     from selfcorrect.methods.intrinsic import build_backend
-    from selfcorrect.sandbox.cache import resolve_model
+    from selfcorrect.models import resolve_model
 
     task = get_task(config.task, **config.task_options)
     train_examples = task.examples(config.train_split, config.train_limit)

@@ -93,17 +93,13 @@ class EvalConfig(StrictModel):
 
 
 def build_backend(name: str, model: str | None, options: dict[str, Any], cache: bool | str | Path = False) -> Backend:
-    """Build the backend; `model: sandbox` means the cached sandbox model (pretrained on first use).
+    """Build the backend; a built-in model name (`selfcorrect models`) is made on first use by the backend.
 
     `cache` wraps it in the shared SQLite generation cache (True = the default file, or a path), so a re-run or a
     resumed run does not pay for the same request twice. The scripted backend is never cached: its answers come
     from a script that is not part of the cache key.
     """
-    if name == "hf":
-        from selfcorrect.sandbox.cache import resolve_model
-
-        backend = load_backend("hf", model=str(resolve_model(model)), **options)
-    elif name == "scripted":  # answers come from its script, not from a model
+    if name == "scripted":  # answers come from its script, not from a model
         backend = load_backend(name, **options)
     else:
         backend = load_backend(name, **({"model": model} if model else {}), **options)

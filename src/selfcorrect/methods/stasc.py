@@ -277,7 +277,7 @@ def _row(iteration: int, evals: dict[str, Any], training: dict[str, Any] | None,
 
 def run_stasc(config: STaSCConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     from selfcorrect.methods.intrinsic import build_backend
-    from selfcorrect.sandbox.cache import resolve_model
+    from selfcorrect.models import resolve_model
 
     task = get_task(config.task, **config.task_options)
     run = RunFolder.open(out, config.model_dump(), resume=resume)

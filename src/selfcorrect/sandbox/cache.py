@@ -17,14 +17,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from selfcorrect.errors import SelfCorrectError
+from selfcorrect.models import cache_root
 from selfcorrect.sandbox.pretrain import PretrainConfig
 
 RECIPE_VERSION = 2
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("SELFCORRECT_CACHE") or Path.home() / ".cache" / "selfcorrect")
 
 
 def sandbox_dir(config: PretrainConfig) -> Path:
@@ -88,15 +84,3 @@ def ensure_sandbox(config: PretrainConfig | None = None, quiet: bool = False) ->
         if warning:  # another CPU can land on the wrong side of the phase transition: say so before anything is run
             print(warning, file=sys.stderr)
     return out
-
-
-def resolve_model(name: str | None) -> Path | str:
-    """`sandbox` (or nothing) -> the cached default sandbox model; an existing folder -> itself; else a hub id."""
-    if name in (None, "sandbox"):
-        return ensure_sandbox()
-    path = Path(name)
-    if path.exists():
-        return path
-    if name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise SelfCorrectError(f"model folder not found: {name}")
-    return name
