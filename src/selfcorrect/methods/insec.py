@@ -3,7 +3,7 @@ marker and the correction, so the model learns to notice an error in its own out
 
 The paper gives no format and no code; the choices made here are in `insec_data` (format, marker semantics, loss
 segments). Negatives come from one of two places, which is the question this module exists to answer
-(../shared/reference/intrinsic_insec.md, section B: synthetic injected errors often fail to teach correction):
+(synthetic injected errors often fail to teach correction: Wu et al., arXiv 2512.02389):
 - `on_policy`: the model's own wrong samples (one backend call of n samples per training question), cut after the
   first wrong step at step level;
 - `synthetic`: the task's registered corruptions (`tasks/corruptions.py`) applied to the correct answer;

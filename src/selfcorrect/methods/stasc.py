@@ -9,7 +9,7 @@ improving *or* both correct — the paper's set, not the reference code's correc
 Variants are named Init/Filter/FT, e.g. EIE (Evolving init, Improving, Evolving FT, the default).
 
 Controls at equal budget (same number of training examples and optimiser steps as a STaSC run, read from its
-folder with `budget_from`), because extra training alone moves accuracy (../shared/reference/sandbox_lessons.md):
+folder with `budget_from`), because extra training alone moves accuracy (a STaR control did in the sandbox prototype):
 `method: star` fine-tunes on the model's own correct first attempts; `method: gold` on gold answers.
 `replay_share` mixes correct first attempts (plain format) into every training set, so correction-only training
 does not erode the first attempt.

@@ -18,6 +18,7 @@ from selfcorrect.tasks.loaders import (
     Converters,
     FieldMap,
     Record,
+    bundled,
     carve_splits,
     check_splits,
     examples_from_records,
@@ -36,15 +37,21 @@ class FileTask(Task):
     """
 
     default_reward: ClassVar[str]
+    #: The shipped file (under selfcorrect/data) read when neither path= nor hub_id= is given; None = no default.
+    default_path: ClassVar[str | None] = None
     field_map: ClassVar[FieldMap] = {}
     convert: ClassVar[Converters] = {}
 
     def __init__(self, path: str | None = None, hub_id: str | None = None, hub_config: str | None = None,
                  hub_split: str = "test", splits: dict[str, int] | None = None, split_seed: int = 0,
                  reward: str | None = None) -> None:
-        if (path is None) == (hub_id is None):
-            raise SelfCorrectError(f"task {self.name!r} needs exactly one of path= (a local .jsonl or .csv file) "
-                                   f"or hub_id= (a datasets hub id)")
+        if path is not None and hub_id is not None:
+            raise SelfCorrectError(f"task {self.name!r} takes one of path= or hub_id=, not both")
+        if path is None and hub_id is None:
+            if self.default_path is None:
+                raise SelfCorrectError(f"task {self.name!r} needs path= (a local .jsonl or .csv file) or hub_id= "
+                                       f"(a datasets hub id)")
+            path = str(bundled(self.default_path))
         self.path = Path(path) if path is not None else None
         self.hub_id = hub_id
         self.hub_config = hub_config

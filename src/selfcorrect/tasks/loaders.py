@@ -99,6 +99,16 @@ def read_records(path: str | Path) -> list[Record]:
     return readers[path.suffix.lower()](path)
 
 
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+"""The benchmark files shipped inside the package (see its README.md), found beside the code in a clone and in a
+wheel alike, so a task needs no path to run."""
+
+
+def bundled(relative: str) -> Path:
+    """A file or folder under the shipped data, e.g. `bundled("gsm8k/test.jsonl")`."""
+    return DATA_DIR / relative
+
+
 def load_hub(hub_id: str, config: str | None = None, split: str = "test") -> list[Record]:
     """The records of one split of a `datasets` hub dataset (needs network or a warm hub cache)."""
     try:
