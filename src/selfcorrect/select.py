@@ -100,16 +100,22 @@ def run_select(config: SelectConfig, out: str | Path, backend: Any = None, quiet
     from selfcorrect.prompts import get_prompt, load_prompts
     from selfcorrect.rounds import add_instruction, generate, start
     from selfcorrect.runs import atomic_write_text, write_json
-    from selfcorrect.tasks.loaders import read_jsonl
+    from selfcorrect.tasks.loaders import location, read_jsonl, require_text
 
     out = Path(out)
     if out.exists():
         raise SelfCorrectError(f"{out} already exists; choose another --out")
     prompts = load_prompts(config.prompts_file)
-    records = [dict(r) for r in read_jsonl(config.corpus)][:config.limit]
-    if not records:
-        raise SelfCorrectError(f"{config.corpus}: no records")
-    task = CorpusTask(records, get_prompt(prompts, config.prompt))
+    prompt = get_prompt(prompts, config.prompt)
+    records = read_jsonl(config.corpus)[:config.limit]
+    for index, record in enumerate(records):
+        for name in sorted(prompt.variables() - {"record"}):
+            where = location(config.corpus, record, index)
+            if name not in record:
+                raise SelfCorrectError(f"{where}: missing field {name!r} (prompt {prompt.name!r} reads it)")
+            require_text(record[name], name, where)
+    records = [dict(r) for r in records]
+    task = CorpusTask(records, prompt)
     backend = backend or build_backend(config.backend, config.model, config.backend_options)
     trajectories = start(task, task.examples())
     add_instruction(trajectories, task, get_prompt(prompts, "question"), 1)

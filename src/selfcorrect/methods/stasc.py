@@ -34,7 +34,7 @@ from selfcorrect.errors import SelfCorrectError
 from selfcorrect.methods.steps import StepStore
 from selfcorrect.prompts import get_prompt, load_prompts
 from selfcorrect.rounds import add_instruction, generate, start
-from selfcorrect.runs import RunFolder
+from selfcorrect.runs import RunFolder, removes_fresh_output_on_error
 from selfcorrect.tasks import Task, get_task
 from selfcorrect.tracking import Tracker
 from selfcorrect.training.finetune import SUMMARY_FILE as FINETUNE_SUMMARY
@@ -275,6 +275,7 @@ def _row(iteration: int, evals: dict[str, Any], training: dict[str, Any] | None,
     return row
 
 
+@removes_fresh_output_on_error
 def run_stasc(config: STaSCConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     from selfcorrect.methods.intrinsic import build_backend
     from selfcorrect.sandbox.cache import resolve_model

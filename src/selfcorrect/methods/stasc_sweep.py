@@ -14,16 +14,19 @@ from typing import Any
 
 from selfcorrect.methods.multirun import finished_or_run, mean_std
 from selfcorrect.methods.stasc import STaSCConfig, run_stasc
-from selfcorrect.runs import atomic_write_text, write_json
+from selfcorrect.runs import RunFolder, atomic_write_text, removes_fresh_output_on_error, write_json
 
 
 def run_name(label: str, seed: int) -> str:
     return f"{label}-seed{seed}"
 
 
+@removes_fresh_output_on_error
 def run_sweep(base: STaSCConfig, variants: list[str], seeds: list[int], controls: list[str], out: Path,
               resume: bool = False, quiet: bool = False, budget_variant: str = "EIE") -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
+    """Every variant x seed, then every control x seed; config.yaml records all of it, so `--resume` needs no flag."""
+    RunFolder.open(out, {"base": base.model_dump(), "variants": variants, "seeds": seeds, "controls": controls,
+                         "budget_variant": budget_variant}, resume=resume)
     summaries: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:
         for variant in variants:

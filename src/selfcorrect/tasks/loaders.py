@@ -65,7 +65,7 @@ def read_jsonl(path: str | Path) -> list[Record]:
                 records.append(Record(data, number))
         except UnicodeDecodeError:
             raise SelfCorrectError(f"{path}: not UTF-8 text") from None
-    return records
+    return _some(records, path)
 
 
 def read_csv(path: str | Path) -> list[Record]:
@@ -87,6 +87,13 @@ def read_csv(path: str | Path) -> list[Record]:
             raise SelfCorrectError(f"{path}: not UTF-8 text") from None
         except csv.Error as exc:
             raise SelfCorrectError(f"{path}, line {reader.line_num}: broken CSV ({exc})") from None
+    return _some(records, path)
+
+
+def _some(records: list[Record], path: Path) -> list[Record]:
+    """A file without a single record is a mistake (a wrong path, a failed export), never a run of 0 examples."""
+    if not records:
+        raise SelfCorrectError(f"{path}: no records (the file is empty or holds only blank lines or a header)")
     return records
 
 
@@ -129,6 +136,15 @@ def _value(record: Mapping[str, Any], key: str, where: str) -> Any:
     return record[key]
 
 
+def require_text(value: Any, key: str, where: str) -> str:
+    """A value that goes into a prompt must be text: a number, a list or null there is a broken record, not a
+    question, and formatting it anyway would run a benchmark on `None`."""
+    if not isinstance(value, str):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise SelfCorrectError(f"{where}: field {key!r}: expected text, got {type(value).__name__} {shown}")
+    return value
+
+
 def examples_from_records(records: Sequence[Mapping[str, Any]], field_map: FieldMap, source: str, *,
                           id_prefix: str | None = None, convert: Converters | None = None) -> list[Example]:
     """Build Examples through a field map, e.g. `{"question": "q", "gold": "answer", "id": "uid"}`.
@@ -154,6 +170,9 @@ def examples_from_records(records: Sequence[Mapping[str, Any]], field_map: Field
                     named = keys if isinstance(keys, str) else ", ".join(keys)
                     why = f"missing key {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
                     raise SelfCorrectError(f"{where}: field {named!r}: {why}") from None
+            elif _is_prompt_field(slot):
+                value = (require_text(value, keys, where) if isinstance(keys, str)
+                         else [require_text(v, key, where) for v, key in zip(value, keys, strict=True)])
             slots[slot] = value
         example_id = str(slots.pop("id")) if "id" in slots else f"{prefix}-{index}"
         if example_id in first_seen:
@@ -162,9 +181,14 @@ def examples_from_records(records: Sequence[Mapping[str, Any]], field_map: Field
         metadata = {key: value for key, value in record.items() if key not in used}
         metadata.update({slot.removeprefix("metadata."): v for slot, v in slots.items()
                          if slot.startswith("metadata.")})
-        fields = {slot: v for slot, v in slots.items() if slot != "gold" and not slot.startswith("metadata.")}
+        fields = {slot: v for slot, v in slots.items() if _is_prompt_field(slot)}
         examples.append(Example(id=example_id, fields=fields, gold=slots.get("gold"), metadata=metadata))
     return examples
+
+
+def _is_prompt_field(slot: str) -> bool:
+    """Slots other than id, gold and metadata feed the prompt."""
+    return slot not in ("id", "gold") and not slot.startswith("metadata.")
 
 
 def check_splits(splits: Mapping[str, int]) -> dict[str, int]:
