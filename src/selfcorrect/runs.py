@@ -130,6 +130,26 @@ def environment_info() -> dict[str, Any]:
             "date": datetime.now(UTC).isoformat(timespec="seconds")}
 
 
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A result file (summary.json, results.json) read back: missing, empty or broken is one line naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SelfCorrectError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SelfCorrectError(f"{path}: cannot read it ({exc})") from None
+    if not text.strip():
+        raise SelfCorrectError(f"{path}: empty file")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SelfCorrectError(f"{path}, line {exc.lineno}: broken JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise SelfCorrectError(f"{path}, line 1: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_saved_config(out: str | Path) -> dict[str, Any]:
     """The config.yaml of a run folder, for `--resume` with nothing but `--out`."""
     from selfcorrect.config import read_yaml
