@@ -141,13 +141,9 @@ def read_json(path: str | Path) -> dict[str, Any]:
         raise SelfCorrectError(f"{path}: cannot read it ({exc})") from None
     if not text.strip():
         raise SelfCorrectError(f"{path}: empty file")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SelfCorrectError(f"{path}, line {exc.lineno}: broken JSON ({exc.msg})") from None
-    if not isinstance(data, dict):
-        raise SelfCorrectError(f"{path}, line 1: expected a JSON object, got {type(data).__name__}")
-    return data
+    from selfcorrect.tasks.loaders import parse_object
+
+    return parse_object(text, str(path))
 
 
 def read_saved_config(out: str | Path) -> dict[str, Any]:

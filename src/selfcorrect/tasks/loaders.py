@@ -47,6 +47,17 @@ def _open(path: Path) -> TextIO:
         raise SelfCorrectError(f"{path}: cannot read it ({exc.strerror})") from None
 
 
+def parse_object(text: str, source: str, first_line: int = 1) -> dict[str, Any]:
+    """One JSON object from `text`, which starts at `first_line` of `source`; else one error naming the line."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SelfCorrectError(f"{source}, line {first_line + exc.lineno - 1}: broken JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise SelfCorrectError(f"{source}, line {first_line}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_jsonl(path: str | Path) -> list[Record]:
     """One JSON object per line; blank lines are skipped."""
     path = Path(path)
@@ -56,13 +67,7 @@ def read_jsonl(path: str | Path) -> list[Record]:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                try:
-                    data = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise SelfCorrectError(f"{path}, line {number}: broken JSON ({exc.msg})") from None
-                if not isinstance(data, dict):
-                    raise SelfCorrectError(f"{path}, line {number}: expected a JSON object, got {type(data).__name__}")
-                records.append(Record(data, number))
+                records.append(Record(parse_object(line.rstrip("\r\n"), str(path), number), number))
         except UnicodeDecodeError:
             raise SelfCorrectError(f"{path}: not UTF-8 text") from None
     return _some(records, path)
