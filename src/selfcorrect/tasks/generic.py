@@ -23,6 +23,7 @@ from selfcorrect.tasks.loaders import (
     check_splits,
     examples_from_records,
     load_hub,
+    location,
     read_records,
 )
 from selfcorrect.trajectory import Example, Verdict
@@ -61,6 +62,7 @@ class FileTask(Task):
         self.reward_name = reward or self.default_reward
         self._reward = get_reward(self.reward_name)
         self._pool: dict[str, list[Example]] | None = None
+        self._locations: dict[str, str] = {}
 
     @property
     def source(self) -> str:
@@ -106,9 +108,15 @@ class FileTask(Task):
         """The field map for these records; a subclass whose files differ in columns picks one here."""
         return self.field_map
 
+    def locate(self, example: Example) -> str | None:
+        return self._locations.get(example.id)
+
     def _examples_from(self, records: list[Record], source: str, id_prefix: str) -> list[Example]:
-        return examples_from_records(records, self._field_map(records), source, id_prefix=id_prefix,
-                                     convert=self.convert)
+        examples = examples_from_records(records, self._field_map(records), source, id_prefix=id_prefix,
+                                         convert=self.convert)
+        self._locations.update((example.id, location(source, record, index))
+                               for index, (record, example) in enumerate(zip(records, examples, strict=True)))
+        return examples
 
     def _load_examples(self) -> list[Example]:
         """All examples of the source, in file order, before any split is carved."""
