@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.tasks.loaders import parse_object
 from selfcorrect.trajectory import Trajectory
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -141,8 +142,6 @@ def read_json(path: str | Path) -> dict[str, Any]:
         raise SelfCorrectError(f"{path}: cannot read it ({exc})") from None
     if not text.strip():
         raise SelfCorrectError(f"{path}: empty file")
-    from selfcorrect.tasks.loaders import parse_object
-
     return parse_object(text, str(path))
 
 
