@@ -174,6 +174,9 @@ def cases() -> list[tuple[str, callable]]:
                           "icalign sweep": _icalign_sweep}.items():
         table.append((f"{command}: non-numeric list option", lambda s, out, argv=argv: Case(
             "seeds", [*argv(s, out, None), "--seeds", "a,b"], ("--seeds", "'a,b'"), out)))
+    table.append(("stasc: non-numeric list in config", lambda s, out: Case(
+        "temperatures", [*_stasc(s, out, None), "--set", "eval_temperatures=[a, b]"],
+        ("config key 'eval_temperatures.0'", "valid number"), out)))
     for command, argv in {"stasc sweep": _stasc_sweep, "insec compare": _insec_compare,
                           "sandbox pretrain": _pretrain, "icalign train": _icalign_train,
                           "icalign sweep": _icalign_sweep}.items():

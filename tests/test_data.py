@@ -62,3 +62,18 @@ def test_hub_id_still_reads_the_hub_instead_of_the_shipped_file(monkeypatch: pyt
     [example] = task.examples("test")
     assert calls == [("openai/gsm8k", "main", "test")]
     assert example.gold == "5" and task.describe()["hub_id"] == "openai/gsm8k" and "path" not in task.describe()
+
+
+def test_a_wheel_ships_every_data_file() -> None:
+    """The package-data globs of pyproject.toml cover every file under selfcorrect/data, so an installed wheel
+    finds the same files a clone does."""
+    import tomllib
+    from fnmatch import fnmatch
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["selfcorrect"]
+    files = [p.relative_to(DATA_DIR.parent).as_posix() for p in DATA_DIR.rglob("*") if p.is_file()]
+    assert len(files) >= 19
+    unshipped = [f for f in files if not any(fnmatch(f, g) and f.count("/") == g.count("/") for g in globs)]
+    assert unshipped == []
