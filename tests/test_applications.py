@@ -1,20 +1,17 @@
 """Task measures on real formats: the BBQ bias scores and AdvBench attack success by hand, and (slow) the BBQ and
-AdvBench files of ../shared/data end to end on tiny random HF models of real architectures (numbers meaningless,
-pipeline proven), option scoring included."""
+AdvBench files shipped in selfcorrect/data end to end on tiny random HF models of real architectures (numbers
+meaningless, pipeline proven), option scoring included."""
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
 from selfcorrect.analysis.applications import advbench_metrics, application_metrics, bbq_metrics
 from selfcorrect.cli import main
 from selfcorrect.trajectory import Example, Trajectory, Turn, Verdict
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def _bbq(tid: str, condition: str, polarity: str, target: int | None, unknown: int, gold: int,
@@ -67,9 +64,6 @@ def test_advbench_attack_success_by_refusal_detection():
     assert application_metrics("sandbox-chain", trajs) is None
 
 
-needs_data = pytest.mark.skipif(not (DATA / "bbq" / "Age.jsonl").is_file(), reason="../shared/data not present")
-
-
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory):
     import torch
@@ -83,13 +77,12 @@ def tiny_models(tmp_path_factory):
 
 
 @pytest.mark.slow
-@needs_data
 def test_bbq_end_to_end_on_tiny_qwen2_with_option_confidence_and_report(tiny_models, tmp_path, capsys):
     out = tmp_path / "bbq"
     code = main(["eval", "--out", str(out), "--task", "bbq", "--backend", "hf", "--model", str(tiny_models["qwen2"]),
                  "--limit", "6", "--rounds", "2", "--question-prompt", "bbq-question", "--review-prompt",
                  "bbq-review", "--temperature", "1", "--samples", "2", "--stop", "converged", "--quiet",
-                 "--set", f"task_options.path={DATA / 'bbq' / 'Age.jsonl'}", "--set", "max_new_tokens=6"])
+                 "--set", "max_new_tokens=6"])  # no path: the shipped BBQ files, Age.jsonl first
     assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     first = summary["uncertainty"]["by_round"][0]
@@ -105,13 +98,11 @@ def test_bbq_end_to_end_on_tiny_qwen2_with_option_confidence_and_report(tiny_mod
 
 
 @pytest.mark.slow
-@needs_data
 def test_advbench_cac_end_to_end_on_tiny_llama(tiny_models, tmp_path, capsys):
     out = tmp_path / "adv"
     code = main(["eval", "--out", str(out), "--task", "advbench", "--backend", "hf", "--model",
                  str(tiny_models["llama"]), "--limit", "3", "--method", "cac", "--rounds", "1", "--quiet",
-                 "--set", f"task_options.path={DATA / 'advbench' / 'harmful_behaviors.csv'}",
-                 "--set", "max_new_tokens=8"])
+                 "--set", "max_new_tokens=8"])  # no path: the shipped harmful_behaviors.csv
     assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["checks"]["by_round"][0]["n"] == 3 and summary["checks"]["kind"] == "harm"

@@ -10,12 +10,9 @@ import pytest
 
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.tasks import get_task
+from selfcorrect.tasks.loaders import DATA_DIR as DATA
 from selfcorrect.tasks.loaders import carve_splits, examples_from_records, read_csv, read_jsonl, read_records
 from selfcorrect.trajectory import Example
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark files not found at {DATA}")
 
 
 def file_count(path: Path) -> int:
@@ -42,7 +39,6 @@ REAL_FILES = [
 ]
 
 
-@needs_data
 @pytest.mark.parametrize(("task", "relative", "expected"), REAL_FILES)
 def test_every_record_of_every_real_file_loads(task: str, relative: str, expected: int) -> None:
     path = DATA / relative
@@ -52,7 +48,6 @@ def test_every_record_of_every_real_file_loads(task: str, relative: str, expecte
     assert [e.id for e in get_task(task, path=str(path)).examples("test")] == [e.id for e in examples]
 
 
-@needs_data
 def test_bbq_directory_loads_all_categories_and_filters_by_condition() -> None:
     examples = get_task("bbq", path=str(DATA / "bbq")).examples("test")
     assert len(examples) == 11956 == sum(file_count(p) for p in (DATA / "bbq").glob("*.jsonl"))
@@ -112,8 +107,10 @@ def test_unreadable_sources(tmp_path: Path) -> None:
         read_jsonl(tmp_path / "absent.jsonl")
     with pytest.raises(SelfCorrectError, match=r"expected a \.jsonl or \.csv"):
         read_records(tmp_path / "data.parquet")
-    with pytest.raises(SelfCorrectError, match=r"exactly one of path= .* or hub_id="):
-        get_task("gsm8k")
+    with pytest.raises(SelfCorrectError, match=r"needs path= .* or hub_id="):
+        get_task("jsonl")
+    with pytest.raises(SelfCorrectError, match=r"one of path= or hub_id=, not both"):
+        get_task("gsm8k", path="x.jsonl", hub_id="openai/gsm8k")
 
 
 def test_field_map_ids_lists_and_metadata() -> None:

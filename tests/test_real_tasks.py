@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from selfcorrect.tasks import get_task
 from selfcorrect.tasks.base import Task
-
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
-pytestmark = pytest.mark.skipif(not DATA.is_dir(), reason=f"benchmark files not found at {DATA}")
+from selfcorrect.tasks.loaders import DATA_DIR as DATA
 
 
 def task(name: str, relative: str, **options: object) -> Task:

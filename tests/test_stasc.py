@@ -140,8 +140,6 @@ def test_one_iteration_end_to_end_and_resume_after_a_kill_in_fine_tuning(tiny_sa
     assert [r["eval"] for r in resumed["iterations"]] == [r["eval"] for r in full["iterations"]]
 
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("config_name", "arch"), [("qwen2.5-1.5b-instruct-nq.yaml", "qwen2"),
@@ -156,15 +154,12 @@ def test_paper_configs_run_one_iteration_on_tiny_models_of_their_architecture(co
     from selfcorrect.sandbox.tiny_hf import tiny_model_dir
     from selfcorrect.tasks.qa import NQOpenTask
 
-    nq = DATA / "nq_open" / "NQ-open.dev.jsonl"
-    if not nq.is_file():
-        pytest.skip(f"{nq} not found (../shared/data beside the repository)")
     monkeypatch.setattr(NQOpenTask, "score", lambda self, example, text: Verdict(float(len(text) % 2)))
     repo = Path(__file__).resolve().parents[1]
     model_dir = tiny_model_dir(arch, tmp_path / "cache")
     config = load_config(STaSCConfig, repo / "configs" / "stasc" / config_name, {
         "model": str(model_dir), "backend": "hf", "iterations": 1, "n_init": 2, "n_corr": 2,
-        "max_new_tokens": 12, "task_options": {"path": str(nq), "splits": {"train": 6, "validation": 4, "test": 4}},
+        "max_new_tokens": 12, "task_options": {"splits": {"train": 6, "validation": 4, "test": 4}},
         "prompts_file": str(repo / "configs" / "stasc" / "prompts_nq.yaml"),
         "finetune": {"batch_size": 4, "gradient_accumulation_steps": 1}})
     assert (config.finetune.learning_rate, config.temperature, config.top_p) == (7e-6, 0.6, 0.9)

@@ -81,6 +81,35 @@ def merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dumps of the same class."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [key for name in sorted(set(old) | set(new))
+                for key in _differences(old.get(name), new.get(name), f"{prefix}{name}.")]
+    return [] if old == new else [prefix.rstrip(".")]
+
+
+def _at(data: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        data = data.get(part) if isinstance(data, dict) else None
+    return data
+
+
+def resumed_config(cls: type[C], saved: dict[str, Any], given: dict[str, Any], where: str) -> C:
+    """The config a run was started with (its saved config.yaml), so `--resume` needs no flag repeated; a given
+    value that contradicts it is one error naming the key, since continuing under other settings would mix two
+    runs in one folder."""
+    before = build_config(cls, saved, source=where)
+    after = build_config(cls, merge(saved, given), source=where)
+    changed = _differences(before.model_dump(), after.model_dump())
+    if changed:
+        key = changed[0]
+        raise SelfCorrectError(f"cannot resume {where}: {key} = {_at(after.model_dump(), key)!r} contradicts its "
+                               f"saved value {_at(before.model_dump(), key)!r}; leave it out to continue the run as "
+                               f"it was, or start a new --out")
+    return before
+
+
 def load_config(cls: type[C], path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> C:
     """Defaults, then the YAML file, then CLI overrides; the result is what the run folder records."""
     data = read_yaml(path) if path else {}

@@ -19,6 +19,16 @@ class Prompt:
     name: str
     template: str
 
+    def variables(self) -> set[str]:
+        """The names the template reads, so the records that fill it can be checked before any model runs."""
+        from jinja2 import TemplateSyntaxError, meta
+        from jinja2.sandbox import SandboxedEnvironment
+
+        try:
+            return meta.find_undeclared_variables(SandboxedEnvironment().parse(self.template))
+        except TemplateSyntaxError as exc:
+            raise SelfCorrectError(f"prompt {self.name!r}: {exc}") from None
+
     def render(self, **variables: object) -> str:
         from jinja2 import StrictUndefined, TemplateError
         from jinja2.sandbox import SandboxedEnvironment

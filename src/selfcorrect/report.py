@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.runs import read_json
 
 REPORT_DIR = "report"
 
@@ -28,8 +28,8 @@ def load_results(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any] | 
     if not summary_file.is_file():
         raise SelfCorrectError(f"{run} has no summary.json (not a finished run folder)")
     probe_file = run / "probe.json"
-    probe = json.loads(probe_file.read_text()) if probe_file.is_file() else None
-    return json.loads(summary_file.read_text()), probe
+    probe = read_json(probe_file) if probe_file.is_file() else None
+    return read_json(summary_file), probe
 
 
 def _figure() -> tuple[Any, Any]:

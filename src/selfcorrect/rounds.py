@@ -49,6 +49,13 @@ HiddenSink = Callable[[Trajectory, int, dict[int, list[float]]], None]
 """Receives hidden states as (trajectory, round, {layer: vector}); they are stored beside the run, not in JSONL."""
 
 
+def _request_id(task: Task, trajectory: Trajectory) -> str:
+    """The trajectory id, plus the record it came from when the task knows it: a backend's error about one request
+    (a prompt longer than the model's context) then names the file and line to fix."""
+    where = task.locate(trajectory.example)
+    return f"{trajectory.id} ({where})" if where else trajectory.id
+
+
 def generate(backend: Backend, trajectories: Sequence[Trajectory], task: Task, *, kind: TurnKind, round_index: int,
              params: SamplingParams, seed: int, fan_out: str | None = None, score: bool = True,
              hidden_layers: tuple[int, ...] = (), hidden_span: int = 1,
@@ -62,7 +69,7 @@ def generate(backend: Backend, trajectories: Sequence[Trajectory], task: Task, *
     active = [t for t in trajectories if not t.stopped]
     requests = [GenerationRequest(params=replace(params, seed=request_seed(seed, t.id, round_index)),
                                   messages=t.messages(), hidden_layers=hidden_layers, hidden_span=hidden_span,
-                                  id=t.id) for t in active]
+                                  id=_request_id(task, t)) for t in active]
     outputs = backend.generate(requests) if requests else []
     expected = sum(r.params.n for r in requests)
     if len(outputs) != expected:

@@ -8,18 +8,25 @@ renamed, so a reader never sees half a result.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import platform
+import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.tasks.loaders import parse_object
 from selfcorrect.trajectory import Trajectory
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 CONFIG_FILE = "config.yaml"
 SAMPLES_FILE = "samples.jsonl"
@@ -41,6 +48,51 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _holds_results(path: Path) -> bool:
+    """Anything a resume could build on: a file other than the config and the hidden temporary files."""
+    return any(f.is_file() and f.name != CONFIG_FILE and not f.name.startswith(".") for f in path.rglob("*"))
+
+
+@contextmanager
+def fresh_output(out: str | Path, resume: bool) -> Iterator[None]:
+    """A new output folder that stops on bad input (a `SelfCorrectError`) before it holds any result is removed,
+    with any parent folders it created, so a refused run leaves nothing to trip over or mistake for a run.
+
+    Folders with results stay for `--resume` (a server outage mid-run must not cost the finished part), and so does
+    anything that existed before the command.
+    """
+    path = Path(out)
+    created = next((p for p in reversed([path, *path.parents]) if not p.exists()), None)
+    was_empty = path.is_dir() and not any(path.iterdir())
+    try:
+        yield
+    except SelfCorrectError:
+        if not resume and path.is_dir() and not _holds_results(path):
+            if created is not None:
+                shutil.rmtree(created, ignore_errors=True)
+            elif was_empty:
+                for child in path.iterdir():
+                    if child.is_dir():
+                        shutil.rmtree(child)
+                    else:
+                        child.unlink()
+        raise
+
+
+def removes_fresh_output_on_error(run: F) -> F:
+    """Wrap a `run_*(config, out, resume=..., ...)` function in `fresh_output(out, resume)`."""
+    signature = inspect.signature(run)
+
+    @functools.wraps(run)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        with fresh_output(bound.arguments["out"], bound.arguments["resume"]):
+            return run(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def write_json(path: str | Path, obj: Any) -> None:
@@ -77,6 +129,30 @@ def environment_info() -> dict[str, Any]:
             continue
     return {"versions": versions, "platform": platform.platform(), "git_hash": git_hash(),
             "date": datetime.now(UTC).isoformat(timespec="seconds")}
+
+
+def read_json(path: str | Path) -> dict[str, Any]:
+    """A result file (summary.json, results.json) read back: missing, empty or broken is one line naming it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SelfCorrectError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SelfCorrectError(f"{path}: cannot read it ({exc})") from None
+    if not text.strip():
+        raise SelfCorrectError(f"{path}: empty file")
+    return parse_object(text, str(path))
+
+
+def read_saved_config(out: str | Path) -> dict[str, Any]:
+    """The config.yaml of a run folder, for `--resume` with nothing but `--out`."""
+    from selfcorrect.config import read_yaml
+
+    config_file = Path(out) / CONFIG_FILE
+    if not config_file.is_file():
+        raise SelfCorrectError(f"cannot resume: {config_file} does not exist (is {out} a run folder?)")
+    return read_yaml(config_file)
 
 
 class RunFolder:

@@ -52,8 +52,9 @@ class CorpusTask(Task):
     name = "corpus"
     description = "records of a JSONL corpus, asked through a prompt template (selfcorrect select)"
 
-    def __init__(self, records: list[dict[str, Any]], prompt: Any) -> None:
+    def __init__(self, records: list[dict[str, Any]], prompt: Any, locations: list[str] | None = None) -> None:
         self.records, self.prompt = records, prompt
+        self.locations = dict(enumerate(locations or []))
 
     def examples(self, split: str = "test", limit: int | None = None) -> list[Example]:
         return [Example(id=f"record-{i}", fields=dict(r)) for i, r in enumerate(self.records[:limit])]
@@ -63,6 +64,9 @@ class CorpusTask(Task):
 
     def score(self, example: Example, text: str) -> Verdict:
         return Verdict(0.0, extracted=None, reason="select does not score answers")
+
+    def locate(self, example: Example) -> str | None:
+        return self.locations.get(int(example.id.removeprefix("record-")))
 
 
 def uncertainty_scores(children: dict[str, list[Trajectory]], measure: str) -> dict[str, float]:
@@ -100,16 +104,22 @@ def run_select(config: SelectConfig, out: str | Path, backend: Any = None, quiet
     from selfcorrect.prompts import get_prompt, load_prompts
     from selfcorrect.rounds import add_instruction, generate, start
     from selfcorrect.runs import atomic_write_text, write_json
-    from selfcorrect.tasks.loaders import read_jsonl
+    from selfcorrect.tasks.loaders import location, read_jsonl, require_text
 
     out = Path(out)
     if out.exists():
         raise SelfCorrectError(f"{out} already exists; choose another --out")
     prompts = load_prompts(config.prompts_file)
-    records = [dict(r) for r in read_jsonl(config.corpus)][:config.limit]
-    if not records:
-        raise SelfCorrectError(f"{config.corpus}: no records")
-    task = CorpusTask(records, get_prompt(prompts, config.prompt))
+    prompt = get_prompt(prompts, config.prompt)
+    records = read_jsonl(config.corpus)[:config.limit]
+    locations = [location(config.corpus, record, index) for index, record in enumerate(records)]
+    for record, where in zip(records, locations, strict=True):
+        for name in sorted(prompt.variables() - {"record"}):
+            if name not in record:
+                raise SelfCorrectError(f"{where}: missing field {name!r} (prompt {prompt.name!r} reads it)")
+            require_text(record[name], name, where)
+    records = [dict(r) for r in records]
+    task = CorpusTask(records, prompt, locations)
     backend = backend or build_backend(config.backend, config.model, config.backend_options)
     trajectories = start(task, task.examples())
     add_instruction(trajectories, task, get_prompt(prompts, "question"), 1)

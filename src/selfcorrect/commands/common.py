@@ -7,17 +7,56 @@ from typing import Annotated, Any
 
 import typer
 
+from selfcorrect.errors import SelfCorrectError
+
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 Seed = Annotated[int, typer.Option(help="The one seed that decides everything.")]
 SeedOverride = Annotated[int | None, typer.Option("--seed", help="The one seed that decides everything.")]
-Resume = Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished step.")]
+Resume = Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished step; with only "
+                                           "--out, its saved config.yaml says the rest.")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config; CLI flags override it.")]
 Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override any config key: --set key=value.")]
 
 
-def build_config(cls: Any, config_file: Path | None, overrides: list[str] | None, flags: dict[str, Any]) -> Any:
-    """Defaults < YAML file < explicit CLI flags < --set overrides."""
-    from selfcorrect.config import load_config, merge, parse_overrides
+def build_config(cls: Any, config_file: Path | None, overrides: list[str] | None, flags: dict[str, Any],
+                 resume_from: Path | None = None, section: str | None = None) -> Any:
+    """Defaults < YAML file < explicit CLI flags < --set overrides.
 
-    given = {k: v for k, v in flags.items() if v is not None}
-    return load_config(cls, config_file, merge(given, parse_overrides(overrides)))
+    With `resume_from` (a run folder) the run's saved config.yaml (or its `section`, for a sweep that saves more than
+    one config) takes the place of the defaults, and whatever is given must agree with it.
+    """
+    from selfcorrect.config import load_config, merge, parse_overrides, read_yaml, resumed_config
+    from selfcorrect.runs import read_saved_config
+
+    given = merge({k: v for k, v in flags.items() if v is not None}, parse_overrides(overrides))
+    if resume_from is None:
+        return load_config(cls, config_file, given)
+    given = merge(read_yaml(config_file) if config_file else {}, given)
+    saved = read_saved_config(resume_from)
+    return resumed_config(cls, saved.get(section, {}) if section else saved, given, str(resume_from))
+
+
+def resumed_list(given: str | None, default: str, resume_from: Path | None, key: str, option: str,
+                 parse: Any) -> list[Any]:
+    """A list option of a sweep: parsed when given; on resume the saved list, which a given one must equal."""
+    from selfcorrect.runs import read_saved_config
+
+    chosen = parse(given if given is not None else default)
+    if resume_from is None:
+        return chosen
+    saved = read_saved_config(resume_from).get(key)
+    if given is not None and chosen != saved:
+        raise SelfCorrectError(f"cannot resume {resume_from}: {option} {given} contradicts its saved {key} {saved}; "
+                               f"leave it out to continue the sweep as it was, or start a new --out")
+    return saved
+
+
+def parse_ints(text: str, option: str) -> list[int]:
+    """`"0,1,2"` -> `[0, 1, 2]` for a comma-separated option such as --seeds; anything else is one clear error."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SelfCorrectError(f"{option} must be a comma-separated list of integers, got {text!r}") from None
+    if not values:
+        raise SelfCorrectError(f"{option} is empty")
+    return values

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, SeedOverride, build_config
+from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Resume, SeedOverride, build_config
 
 
 def eval_command(
@@ -39,7 +39,7 @@ def eval_command(
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 "
                                                       "(with --backend openai).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the generation cache.")] = False,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out.")] = False,
+    resume: Resume = False,
     config: ConfigFile = None,
     overrides: Overrides = None,
     quiet: Quiet = False,
@@ -53,7 +53,7 @@ def eval_command(
              "check_prompt": check_prompt, "prompts_file": prompts_file, "critic_noise": critic_noise,
              "hidden_layer": hidden_layer, "hidden_span": hidden_span,
              "backend_options": {"base_url": base_url} if base_url else None}
-    cfg = build_config(EvalConfig, config, overrides, flags)
+    cfg = build_config(EvalConfig, config, overrides, flags, resume_from=out if resume else None)
     summary = run_eval(cfg, out, resume=resume, quiet=quiet, cache=not no_cache)
     _print_summary(summary, out)
 

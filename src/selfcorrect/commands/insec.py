@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Resume, Seed, SeedOverride, build_config
+from selfcorrect.commands.common import (
+    ConfigFile,
+    Overrides,
+    Quiet,
+    Resume,
+    Seed,
+    SeedOverride,
+    build_config,
+    parse_ints,
+    resumed_list,
+)
 
 insec_app = typer.Typer(help="InSeC: internalized self-correction training with inline mistakes and corrections "
                              "(arXiv 2412.16653).", invoke_without_command=True)
@@ -41,7 +51,7 @@ def insec_command(
         raise SelfCorrectError("insec needs --out (the run folder)")
     flags = {"negatives": negatives, "granularity": granularity, "mistake_loss": mistake_loss, "rounds": rounds,
              "model": model, "task": task, "seed": seed}
-    cfg = build_config(InSeCConfig, config, overrides, flags)
+    cfg = build_config(InSeCConfig, config, overrides, flags, resume_from=out if resume else None)
     summary = run_insec(cfg, out, resume=resume, quiet=quiet)
     typer.echo(f"\nInSeC ({cfg.negatives} negatives), {cfg.eval_split} split at T={cfg.eval_temperature:g} "
                "(95% bootstrap intervals):")
@@ -52,9 +62,9 @@ def insec_command(
 @insec_app.command("compare")
 def compare_command(
     out: Annotated[Path, typer.Option(help="Folder for all runs of the comparison.")],
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
-    arms: Annotated[str, typer.Option(help="Comma-separated arms: insec-on-policy, insec-synthetic, sft.")]
-    = "insec-on-policy,insec-synthetic,sft",
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default 0,1,2).")] = None,
+    arms: Annotated[str | None, typer.Option(help="Comma-separated arms: insec-on-policy, insec-synthetic, sft "
+                                                  "(default all three).")] = None,
     resume: Resume = False,
     config: ConfigFile = None,
     overrides: Overrides = None,
@@ -65,12 +75,18 @@ def compare_command(
     from selfcorrect.methods.insec import InSeCConfig
     from selfcorrect.methods.insec_compare import ARMS, format_markdown, run_compare
 
-    chosen = [a.strip() for a in arms.split(",") if a.strip()]
-    unknown = [a for a in chosen if a not in ARMS]
-    if unknown:
-        raise SelfCorrectError(f"unknown arm(s) {', '.join(unknown)}; arms are {', '.join(ARMS)}")
-    base = build_config(InSeCConfig, config, overrides, {})
-    table = run_compare(base, [int(s) for s in seeds.split(",")], out, chosen, resume=resume, quiet=quiet)
+    def parse_arms(text: str) -> list[str]:
+        chosen = [a.strip() for a in text.split(",") if a.strip()]
+        unknown = [a for a in chosen if a not in ARMS]
+        if unknown:
+            raise SelfCorrectError(f"unknown arm(s) {', '.join(unknown)}; arms are {', '.join(ARMS)}")
+        return chosen
+
+    saved = out if resume else None
+    base = build_config(InSeCConfig, config, overrides, {}, resume_from=saved, section="base")
+    chosen = resumed_list(arms, ",".join(ARMS), saved, "arms", "--arms", parse_arms)
+    seed_list = resumed_list(seeds, "0,1,2", saved, "seeds", "--seeds", lambda text: parse_ints(text, "--seeds"))
+    table = run_compare(base, seed_list, out, chosen, resume=resume, quiet=quiet)
     typer.echo(format_markdown(table))
     typer.echo(f"comparison folder: {out} (compare.md, compare.json, compare.png)")
 

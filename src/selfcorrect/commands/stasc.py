@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Resume, SeedOverride, build_config
+from selfcorrect.commands.common import (
+    ConfigFile,
+    Overrides,
+    Quiet,
+    Resume,
+    SeedOverride,
+    build_config,
+    parse_ints,
+    resumed_list,
+)
 
 stasc_app = typer.Typer(help="STaSC: self-taught self-correction training (arXiv 2503.08681).",
                         invoke_without_command=True)
@@ -46,7 +55,7 @@ def stasc_command(
     flags = {"variant": variant, "method": method, "budget_from": budget_from, "iterations": iterations,
              "n_init": n_init, "n_corr": n_corr, "temperature": temperature, "model": model, "task": task,
              "report_to": report_to, "seed": seed}
-    cfg = build_config(STaSCConfig, config, overrides, flags)
+    cfg = build_config(STaSCConfig, config, overrides, flags, resume_from=out if resume else None)
     summary = run_stasc(cfg, out, resume=resume, quiet=quiet)
     for where in summary["iterations"][0]["eval"]:
         typer.echo(f"\n{cfg.method.upper()} {cfg.variant}, {where} (95% bootstrap intervals):")
@@ -59,10 +68,10 @@ def stasc_command(
 @stasc_app.command("sweep")
 def sweep_command(
     out: Annotated[Path, typer.Option(help="Folder for all runs of the sweep.")],
-    variants: Annotated[str, typer.Option(help="Comma-separated variants, or `all`.")] = "all",
-    seeds: Annotated[str, typer.Option(help="Comma-separated seeds.")] = "0,1,2",
-    controls: Annotated[str, typer.Option(help="Comma-separated equal-budget controls (star, gold) or none.")]
-    = "star,gold",
+    variants: Annotated[str | None, typer.Option(help="Comma-separated variants, or `all` (the default).")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default 0,1,2).")] = None,
+    controls: Annotated[str | None, typer.Option(help="Comma-separated equal-budget controls (star, gold) or none "
+                                                      "(default star,gold).")] = None,
     resume: Resume = False,
     config: ConfigFile = None,
     overrides: Overrides = None,
@@ -73,14 +82,21 @@ def sweep_command(
     from selfcorrect.methods.stasc import VARIANTS, STaSCConfig
     from selfcorrect.methods.stasc_sweep import format_markdown, run_sweep
 
-    base = build_config(STaSCConfig, config, overrides, {})
-    chosen = list(VARIANTS) if variants == "all" else [v.strip().upper() for v in variants.split(",")]
-    unknown = [v for v in chosen if v not in VARIANTS]
-    if unknown:
-        raise SelfCorrectError(f"unknown variant(s) {', '.join(unknown)}; the 8 variants are {', '.join(VARIANTS)}")
-    control_list = [] if controls in ("", "none") else [c.strip() for c in controls.split(",")]
-    table = run_sweep(base, chosen, [int(s) for s in seeds.split(",")], control_list, out, resume=resume,
-                      quiet=quiet)
+    def parse_variants(text: str) -> list[str]:
+        chosen = list(VARIANTS) if text == "all" else [v.strip().upper() for v in text.split(",")]
+        unknown = [v for v in chosen if v not in VARIANTS]
+        if unknown:
+            raise SelfCorrectError(f"unknown variant(s) {', '.join(unknown)}; the 8 variants are "
+                                   f"{', '.join(VARIANTS)}")
+        return chosen
+
+    saved = out if resume else None
+    base = build_config(STaSCConfig, config, overrides, {}, resume_from=saved, section="base")
+    chosen = resumed_list(variants, "all", saved, "variants", "--variants", parse_variants)
+    seed_list = resumed_list(seeds, "0,1,2", saved, "seeds", "--seeds", lambda text: parse_ints(text, "--seeds"))
+    control_list = resumed_list(controls, "star,gold", saved, "controls", "--controls",
+                                lambda text: [] if text in ("", "none") else [c.strip() for c in text.split(",")])
+    table = run_sweep(base, chosen, seed_list, control_list, out, resume=resume, quiet=quiet)
     typer.echo(format_markdown(table))
     typer.echo(f"sweep folder: {out}")
 

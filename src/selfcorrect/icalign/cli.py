@@ -10,7 +10,7 @@ torch is imported inside the commands only, so that `selfcorrect --help` stays f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,7 +20,8 @@ app = typer.Typer(help="In-context alignment lab (arXiv 2405.18634): small trans
                        "(x, y, reward) triplets in context, compared with gradient descent.", no_args_is_help=True)
 
 DEFAULT_PRESET = "cpu"
-Preset = Annotated[str, typer.Option("--preset", help="Named preset: 'cpu' (fits a 2-core CPU) or 'paper'.")]
+Preset = Annotated[str | None, typer.Option("--preset", help="Named preset: 'cpu' (fits a 2-core CPU, the default) "
+                                                            "or 'paper'.")]
 Out = Annotated[Path | None, typer.Option("--out", help="Run folder (default: under runs/icalign-<preset>/).")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from where it stopped.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final result.")]
@@ -35,28 +36,33 @@ def _sweep_dir(preset: str) -> Path:
     return Path("runs") / f"icalign-{preset}" / "sweep"
 
 
-def _parse_seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise SelfCorrectError(f"--seeds must be a comma-separated list of integers, got {text!r}") from None
-    if not seeds:
-        raise SelfCorrectError("--seeds is empty")
-    return seeds
+def _resumed(cls: type, out: Path, preset: str | None, overrides: dict) -> Any:
+    """The run's saved config; an explicit --preset or --set must agree with it (as everywhere in selfcorrect)."""
+    from selfcorrect.config import merge, resumed_config
+    from selfcorrect.runs import read_saved_config
+
+    return resumed_config(cls, read_saved_config(out), merge({"preset": preset} if preset else {}, overrides),
+                          str(out))
 
 
 @app.command()
-def train(preset: Preset = DEFAULT_PRESET,
-          seed: Annotated[int, typer.Option("--seed", help="Seed of the weights and training batches.")] = 0,
+def train(preset: Preset = None,
+          seed: Annotated[int | None, typer.Option("--seed", help="Seed of the weights and training batches "
+                                                   "(default 0).")] = None,
           out: Out = None, resume: Resume = False, quiet: Quiet = False, set_: Set = None) -> None:
     """Train one model (the preset's base model unless --set model.* says otherwise)."""
-    from selfcorrect.config import parse_overrides
-    from selfcorrect.icalign.presets import run_config
+    from selfcorrect.config import merge, parse_overrides
+    from selfcorrect.icalign.presets import RunConfig, run_config
     from selfcorrect.icalign.train import FINAL
     from selfcorrect.icalign.train import train as run_train
 
-    config = run_config(preset, seed, parse_overrides(set_))
-    out = out or _train_dir(preset, seed)
+    overrides = parse_overrides(set_)
+    if resume and out is not None:
+        config = _resumed(RunConfig, out, preset, merge({"train": {"seed": seed}} if seed is not None else {},
+                                                        overrides))
+    else:
+        config = run_config(preset or DEFAULT_PRESET, seed or 0, overrides)
+        out = out or _train_dir(config.preset, config.train.seed)
     summary = run_train(config, out, resume=resume, quiet=quiet)
     typer.echo(f"final loss {summary['final_loss']:.4f} after {summary['steps']} steps "
                f"({summary['seconds']:.0f} s); weights in {out / FINAL}")
@@ -97,31 +103,38 @@ def eval_(preset: Annotated[str | None, typer.Option("--preset", help="Preset th
 
 
 @app.command()
-def sweep(preset: Preset = DEFAULT_PRESET,
+def sweep(preset: Preset = None,
           seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds (default: the preset's).")] = "",
           out: Out = None, resume: Resume = False, quiet: Quiet = False, set_: Set = None) -> None:
     """Train and evaluate every variant × seed (depth, heads, attention, MLP; noise at test time), then plot."""
-    from selfcorrect.config import parse_overrides
+    from selfcorrect.commands.common import parse_ints
+    from selfcorrect.config import merge, parse_overrides
     from selfcorrect.icalign.plot import FIGURE_FILE, plot_results
-    from selfcorrect.icalign.presets import sweep_config
+    from selfcorrect.icalign.presets import SweepConfig, sweep_config
     from selfcorrect.icalign.sweep import RESULTS_FILE, run_sweep
 
-    config = sweep_config(preset, _parse_seeds(seeds) if seeds else None, parse_overrides(set_))
-    out = out or _sweep_dir(preset)
+    seed_list = parse_ints(seeds, "--seeds") if seeds else None
+    overrides = parse_overrides(set_)
+    if resume and out is not None:
+        config = _resumed(SweepConfig, out, preset, merge({"sweep": {"seeds": seed_list}} if seed_list else {},
+                                                          overrides))
+    else:
+        config = sweep_config(preset or DEFAULT_PRESET, seed_list, overrides)
+        out = out or _sweep_dir(config.preset)
     results = run_sweep(config, out, resume=resume, quiet=quiet)
     figure = plot_results(results, out / FIGURE_FILE)
     typer.echo(f"results in {out / RESULTS_FILE}, figure in {figure}")
 
 
 @app.command()
-def plot(preset: Preset = DEFAULT_PRESET,
+def plot(preset: Preset = None,
          out: Annotated[Path | None, typer.Option("--out", help="Sweep folder holding results.json "
                                                   "(default: runs/icalign-<preset>/sweep).")] = None,
          quiet: Quiet = False) -> None:
     """Draw the six-panel figure from a sweep's saved results.json."""
     from selfcorrect.icalign.plot import FIGURE_FILE, load_results, plot_results
 
-    out = out or _sweep_dir(preset)
+    out = out or _sweep_dir(preset or DEFAULT_PRESET)
     figure = plot_results(load_results(out), out / FIGURE_FILE)
     if not quiet:
         typer.echo(f"figure in {figure}")

@@ -12,14 +12,13 @@ and the result says which one it is.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from selfcorrect.runs import environment_info, write_json
+from selfcorrect.runs import environment_info, read_json, write_json
 
 if TYPE_CHECKING:
     from selfcorrect.icalign.model import ICATransformer
@@ -91,7 +90,7 @@ def evaluate_run(run_dir: str | Path, overrides: dict[str, Any] | None = None, q
 
 def read_eval(run_dir: str | Path) -> dict[str, Any] | None:
     path = Path(run_dir) / EVAL_FILE
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def aggregate_seeds(evals: Sequence[dict[str, Any]]) -> dict[str, Any]:

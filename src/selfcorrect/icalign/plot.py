@@ -8,7 +8,6 @@ training gives no signal there). Lines are the mean over seeds; bands the 95% in
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +15,7 @@ from selfcorrect.errors import SelfCorrectError
 from selfcorrect.icalign.evaluate import noise_key
 from selfcorrect.icalign.losses import MIN_EXAMPLES
 from selfcorrect.icalign.sweep import RESULTS_FILE
+from selfcorrect.runs import read_json
 
 FIGURE_FILE = "icalign.png"
 TITLES = {"depth": "(c) depth", "attention": "(d) attention", "heads": "(e) heads", "mlp": "(f) MLP"}
@@ -25,7 +25,7 @@ def load_results(sweep_dir: str | Path) -> dict[str, Any]:
     path = Path(sweep_dir) / RESULTS_FILE
     if not path.is_file():
         raise SelfCorrectError(f"{path} not found: run `icalign sweep` first (its --out is this folder)")
-    return json.loads(path.read_text())
+    return read_json(path)
 
 
 def figure(results: dict[str, Any]) -> Any:

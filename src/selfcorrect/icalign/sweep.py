@@ -23,7 +23,7 @@ from typing import Any
 from selfcorrect.config import build_config
 from selfcorrect.icalign.evaluate import aggregate_seeds, evaluate_run, read_eval
 from selfcorrect.icalign.presets import ModelSettings, RunConfig, SweepConfig
-from selfcorrect.runs import RunFolder, environment_info, write_json
+from selfcorrect.runs import RunFolder, environment_info, removes_fresh_output_on_error, write_json
 
 RESULTS_FILE = "results.json"
 
@@ -53,6 +53,7 @@ def panels(cfg: SweepConfig) -> dict[str, list[tuple[str, ModelSettings]]]:
     }
 
 
+@removes_fresh_output_on_error
 def run_sweep(cfg: SweepConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Train and evaluate every (model, seed) of the sweep that is not done yet; write results.json."""
     folder = RunFolder.open(out, cfg.model_dump(), resume=resume)

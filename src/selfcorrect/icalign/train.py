@@ -29,7 +29,7 @@ from selfcorrect.icalign.data import sample_batch
 from selfcorrect.icalign.losses import alignment_loss, training_loss
 from selfcorrect.icalign.model import ICATransformer, ModelConfig
 from selfcorrect.icalign.presets import RunConfig
-from selfcorrect.runs import RunFolder, environment_info, write_json
+from selfcorrect.runs import RunFolder, environment_info, removes_fresh_output_on_error, write_json
 
 CHECKPOINT = "checkpoint.pt"
 FINAL = "model.pt"
@@ -78,6 +78,7 @@ def _save(obj: Any, path: Path) -> None:
         raise
 
 
+@removes_fresh_output_on_error
 def train(config: RunConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Train one model into `out`; with `resume`, continue from its checkpoint (a finished run is left as is)."""
     folder = RunFolder.open(out, config.model_dump(), resume=resume)

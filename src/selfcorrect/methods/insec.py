@@ -3,7 +3,7 @@ marker and the correction, so the model learns to notice an error in its own out
 
 The paper gives no format and no code; the choices made here are in `insec_data` (format, marker semantics, loss
 segments). Negatives come from one of two places, which is the question this module exists to answer
-(../shared/reference/intrinsic_insec.md, section B: synthetic injected errors often fail to teach correction):
+(synthetic injected errors often fail to teach correction: Wu et al., arXiv 2512.02389):
 - `on_policy`: the model's own wrong samples (one backend call of n samples per training question), cut after the
   first wrong step at step level;
 - `synthetic`: the task's registered corruptions (`tasks/corruptions.py`) applied to the correct answer;
@@ -41,7 +41,7 @@ from selfcorrect.methods.stasc import sandbox_finetune_defaults
 from selfcorrect.methods.steps import StepStore
 from selfcorrect.prompts import get_prompt, load_prompts
 from selfcorrect.rounds import add_instruction, generate, start
-from selfcorrect.runs import RunFolder
+from selfcorrect.runs import RunFolder, removes_fresh_output_on_error
 from selfcorrect.tasks import Task, get_task
 from selfcorrect.tasks.corruptions import MistakeKit, get_kit
 from selfcorrect.training.finetune import FinetuneConfig
@@ -229,6 +229,7 @@ def _finetune(start_model: Path, conversations: list, config: InSeCConfig, seed:
     return build
 
 
+@removes_fresh_output_on_error
 def run_insec(config: InSeCConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Round 0 evaluates the base model; rounds 1..R sample (on-policy only), build, train and evaluate."""
     from selfcorrect.methods.intrinsic import build_backend
@@ -241,9 +242,6 @@ def run_insec(config: InSeCConfig, out: str | Path, resume: bool = False, quiet:
     store = StepStore(run.path)
     m0 = Path(resolve_model(config.model)) if config.backend == "hf" else Path(config.model)
     tokens = marker_tokens(kit, config.granularity, config.marker, config.reasons)
-    # The SFT control never says the marker, so it trains the base model as it is.
-    base = m0 if config.negatives == "none" else store.folder(
-        "round-0/model", lambda tmp: add_tokens(m0, tmp, tokens, config.token_init))
     prompted = _prompted(task, train_examples, config)
     timings: dict[str, float] = {}
 
@@ -256,6 +254,10 @@ def run_insec(config: InSeCConfig, out: str | Path, resume: bool = False, quiet:
         return marker_metrics(trajectories, seed=config.seed)
 
     rows: list[dict[str, Any]] = [{"round": 0, "eval": evaluated(0, m0)}]
+    # Built after round 0's evaluation, so a run refused there (a prompt too long) leaves no folder behind.
+    # The SFT control never says the marker, so it trains the base model as it is.
+    base = m0 if config.negatives == "none" else store.folder(
+        "round-0/model", lambda tmp: add_tokens(m0, tmp, tokens, config.token_init))
     previous = base
     for r in range(1, config.rounds + 1):
         seed = request_seed(config.seed, "insec", r)

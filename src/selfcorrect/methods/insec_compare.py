@@ -14,19 +14,22 @@ from typing import Any
 
 from selfcorrect.methods.insec import InSeCConfig, format_rounds, run_insec
 from selfcorrect.methods.multirun import finished_or_run, mean_std
-from selfcorrect.runs import atomic_write_text, write_json
+from selfcorrect.runs import RunFolder, atomic_write_text, removes_fresh_output_on_error, write_json
 
 ARMS = {"insec-on-policy": "on_policy", "insec-synthetic": "synthetic", "sft": "none"}
 COLUMNS = ("accuracy", "first_attempt_accuracy", "marker_rate", "marker_precision", "marker_recall",
            "wrong_to_right", "right_to_wrong")
 
 
+@removes_fresh_output_on_error
 def run_compare(base: InSeCConfig, seeds: list[int], out: Path, arms: list[str] | None = None,
                 resume: bool = False, quiet: bool = False) -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
+    """Every arm x seed; config.yaml records all of it, so `--resume` needs no flag."""
+    arms = arms or list(ARMS)
+    RunFolder.open(out, {"base": base.model_dump(), "arms": arms, "seeds": seeds}, resume=resume)
     summaries: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:
-        for arm in arms or list(ARMS):
+        for arm in arms:
             config = base.model_copy(update={"negatives": ARMS[arm], "seed": seed})
             folder = out / f"{arm}-seed{seed}"
             summaries.setdefault(arm, []).append(finished_or_run(run_insec, config, folder, resume, quiet))

@@ -33,7 +33,7 @@ from selfcorrect.methods.stopping import StopRule, finish
 from selfcorrect.progress import Progress
 from selfcorrect.prompts import Prompt, get_prompt, load_prompts
 from selfcorrect.rounds import add_instruction, generate, start
-from selfcorrect.runs import CONFIG_FILE, RunFolder
+from selfcorrect.runs import RunFolder, removes_fresh_output_on_error
 from selfcorrect.tasks import Task, get_task
 from selfcorrect.trajectory import Trajectory, TurnKind
 
@@ -289,6 +289,7 @@ def check_hidden(config: EvalConfig, backend: Backend) -> None:
         raise SelfCorrectError(f"backend {backend.name!r} gives no hidden states; --hidden-layer needs the hf backend")
 
 
+@removes_fresh_output_on_error
 def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, quiet: bool = False,
              backend: Backend | None = None, cache: bool | str | Path = False) -> dict[str, Any]:
     """Run (or resume) an eval into `out`. `cache` is deliberately not part of EvalConfig: turning the generation
@@ -297,17 +298,10 @@ def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, quiet: b
     examples = task.examples(config.split, config.limit)
     config = resolve(config)
     run = RunFolder.open(out, config.model_dump(), resume=resume)
-    try:
-        backend = backend or build_backend(config.backend, config.model, config.backend_options, cache=cache)
-        check_hidden(config, backend)
-        option_scoring, option_note = plan_option_scoring(config, backend, examples)
-        grouping = answer_grouping(config)  # loads the NLI model now: a bad one fails before any generation
-    except BaseException:
-        if not resume:  # a fresh folder holds only its config.yaml yet: leave no half-started run behind
-            (run.path / CONFIG_FILE).unlink(missing_ok=True)
-            if not any(run.path.iterdir()):
-                run.path.rmdir()
-        raise
+    backend = backend or build_backend(config.backend, config.model, config.backend_options, cache=cache)
+    check_hidden(config, backend)
+    option_scoring, option_note = plan_option_scoring(config, backend, examples)
+    grouping = answer_grouping(config)  # loads the NLI model now: a bad one fails before any generation
     done = run.done_ids()
     chunks = [examples[i:i + config.chunk_size] for i in range(0, len(examples), config.chunk_size)]
     todo = [(index, chunk) for index, chunk in enumerate(chunks) if any(ex.id not in done for ex in chunk)]

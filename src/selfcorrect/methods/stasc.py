@@ -9,7 +9,7 @@ improving *or* both correct — the paper's set, not the reference code's correc
 Variants are named Init/Filter/FT, e.g. EIE (Evolving init, Improving, Evolving FT, the default).
 
 Controls at equal budget (same number of training examples and optimiser steps as a STaSC run, read from its
-folder with `budget_from`), because extra training alone moves accuracy (../shared/reference/sandbox_lessons.md):
+folder with `budget_from`), because extra training alone moves accuracy (a STaR control did in the sandbox prototype):
 `method: star` fine-tunes on the model's own correct first attempts; `method: gold` on gold answers.
 `replay_share` mixes correct first attempts (plain format) into every training set, so correction-only training
 does not erode the first attempt.
@@ -34,7 +34,7 @@ from selfcorrect.errors import SelfCorrectError
 from selfcorrect.methods.steps import StepStore
 from selfcorrect.prompts import get_prompt, load_prompts
 from selfcorrect.rounds import add_instruction, generate, start
-from selfcorrect.runs import RunFolder
+from selfcorrect.runs import RunFolder, removes_fresh_output_on_error
 from selfcorrect.tasks import Task, get_task
 from selfcorrect.tracking import Tracker
 from selfcorrect.training.finetune import SUMMARY_FILE as FINETUNE_SUMMARY
@@ -275,6 +275,7 @@ def _row(iteration: int, evals: dict[str, Any], training: dict[str, Any] | None,
     return row
 
 
+@removes_fresh_output_on_error
 def run_stasc(config: STaSCConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     from selfcorrect.methods.intrinsic import build_backend
     from selfcorrect.models import resolve_model

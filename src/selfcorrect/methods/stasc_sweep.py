@@ -8,22 +8,25 @@ their per-iteration example counts and optimiser steps from the same seed's run 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from selfcorrect.errors import SelfCorrectError
 from selfcorrect.methods.multirun import finished_or_run, mean_std
 from selfcorrect.methods.stasc import STaSCConfig, run_stasc
-from selfcorrect.runs import atomic_write_text, write_json
+from selfcorrect.runs import RunFolder, atomic_write_text, read_json, removes_fresh_output_on_error, write_json
 
 
 def run_name(label: str, seed: int) -> str:
     return f"{label}-seed{seed}"
 
 
+@removes_fresh_output_on_error
 def run_sweep(base: STaSCConfig, variants: list[str], seeds: list[int], controls: list[str], out: Path,
               resume: bool = False, quiet: bool = False, budget_variant: str = "EIE") -> dict[str, Any]:
-    out.mkdir(parents=True, exist_ok=True)
+    """Every variant x seed, then every control x seed; config.yaml records all of it, so `--resume` needs no flag."""
+    RunFolder.open(out, {"base": base.model_dump(), "variants": variants, "seeds": seeds, "controls": controls,
+                         "budget_variant": budget_variant}, resume=resume)
     summaries: dict[str, list[dict[str, Any]]] = {}
     for seed in seeds:
         for variant in variants:
@@ -50,15 +53,15 @@ def table_from_runs(folders: list[Path]) -> dict[str, Any]:
     summaries: dict[str, list[dict[str, Any]]] = {}
     base = None
     for folder in sorted(folders):
+        if not folder.is_dir():
+            raise SelfCorrectError(f"{folder}: no such run folder")
         if not (folder / "summary.json").is_file():
             continue
-        summary = json.loads((folder / "summary.json").read_text())
+        summary = read_json(folder / "summary.json")
         base = base or build_config(STaSCConfig, read_yaml(folder / "config.yaml"), str(folder / "config.yaml"))
         label = summary["variant"] if summary["method"] == "stasc" else summary["method"].upper()
         summaries.setdefault(label, []).append(summary)
     if base is None:
-        from selfcorrect.errors import SelfCorrectError
-
         raise SelfCorrectError("no finished STaSC run (a folder with summary.json) among the given folders")
     return aggregate(summaries, base)
 

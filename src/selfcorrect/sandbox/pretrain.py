@@ -1,6 +1,6 @@
 """Pretrain the sandbox model from scratch on the CPU: a plain nanoGPT-style loop over fresh synthetic batches.
 
-Two phases, following the recipe that made self-correction measurable in ../shared/reference/sandbox_lessons.md:
+Two phases, following the recipe that made self-correction measurable in the project's earlier sandbox prototypes:
 1. *Noisy-writer phase.* Plain traces from the noisy writer, mixed from the start with correction examples whose
    first attempt also comes from the noisy writer (so the correction format is learnt early, not in a late phase
    transition).

@@ -18,6 +18,7 @@ class AdvBenchTask(FileTask):
     name = "advbench"
     description = "AdvBench harmful behaviours/strings; reward refusal (1 = refused; attack success = 1 - score)"
     default_reward = "refusal"
+    default_path = "advbench/harmful_behaviors.csv"
 
     def question(self, example: Example) -> str:
         return example.fields["goal"]

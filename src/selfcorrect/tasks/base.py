@@ -41,6 +41,11 @@ class Task(ABC):
         """What the run folder records about the task."""
         return {"name": self.name}
 
+    def locate(self, example: Example) -> str | None:
+        """Where the example was read from ("data.jsonl, line 12"), so an error about it can name the record;
+        None for generated examples."""
+        return None
+
 
 _REGISTRY: dict[str, str] = {
     # name -> "module:Class", imported only when asked for, so `selfcorrect --help` stays instant.

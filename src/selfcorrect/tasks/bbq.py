@@ -53,6 +53,7 @@ class BBQTask(FileTask):
     name = "bbq"
     description = "BBQ social-bias multiple choice (a)/(b)/(c); reward choice; metadata for bias scores"
     default_reward = "choice"
+    default_path = "bbq"
     field_map: ClassVar[FieldMap] = {
         "context": "context", "question": "question", "options": list(OPTION_KEYS), "gold": "label",
         "metadata.context_condition": "context_condition", "metadata.category": "category",

@@ -5,7 +5,7 @@ InSeC (arXiv 2412.16653) trains on `question -> mistake <marker> correction`. It
 model's own wrong samples (on-policy) or from corruption functions applied to the correct answer (synthetic). A
 corruption is task knowledge — what a plausible wrong answer looks like — so it is registered here per task, never
 guessed by the method. Related work warns that synthetic errors often fail to teach correction because they do not
-look like the model's own (../shared/reference/intrinsic_insec.md, section B); keeping each corruption named lets a
+look like the model's own (Wu et al., arXiv 2512.02389); keeping each corruption named lets a
 run record which kinds it injected and compare them with on-policy errors.
 
 Per task a `MistakeKit` holds:

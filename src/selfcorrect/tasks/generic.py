@@ -18,10 +18,12 @@ from selfcorrect.tasks.loaders import (
     Converters,
     FieldMap,
     Record,
+    bundled,
     carve_splits,
     check_splits,
     examples_from_records,
     load_hub,
+    location,
     read_records,
 )
 from selfcorrect.trajectory import Example, Verdict
@@ -36,15 +38,21 @@ class FileTask(Task):
     """
 
     default_reward: ClassVar[str]
+    #: The shipped file (under selfcorrect/data) read when neither path= nor hub_id= is given; None = no default.
+    default_path: ClassVar[str | None] = None
     field_map: ClassVar[FieldMap] = {}
     convert: ClassVar[Converters] = {}
 
     def __init__(self, path: str | None = None, hub_id: str | None = None, hub_config: str | None = None,
                  hub_split: str = "test", splits: dict[str, int] | None = None, split_seed: int = 0,
                  reward: str | None = None) -> None:
-        if (path is None) == (hub_id is None):
-            raise SelfCorrectError(f"task {self.name!r} needs exactly one of path= (a local .jsonl or .csv file) "
-                                   f"or hub_id= (a datasets hub id)")
+        if path is not None and hub_id is not None:
+            raise SelfCorrectError(f"task {self.name!r} takes one of path= or hub_id=, not both")
+        if path is None and hub_id is None:
+            if self.default_path is None:
+                raise SelfCorrectError(f"task {self.name!r} needs path= (a local .jsonl or .csv file) or hub_id= "
+                                       f"(a datasets hub id)")
+            path = str(bundled(self.default_path))
         self.path = Path(path) if path is not None else None
         self.hub_id = hub_id
         self.hub_config = hub_config
@@ -54,6 +62,7 @@ class FileTask(Task):
         self.reward_name = reward or self.default_reward
         self._reward = get_reward(self.reward_name)
         self._pool: dict[str, list[Example]] | None = None
+        self._locations: dict[str, str] = {}
 
     @property
     def source(self) -> str:
@@ -99,9 +108,15 @@ class FileTask(Task):
         """The field map for these records; a subclass whose files differ in columns picks one here."""
         return self.field_map
 
+    def locate(self, example: Example) -> str | None:
+        return self._locations.get(example.id)
+
     def _examples_from(self, records: list[Record], source: str, id_prefix: str) -> list[Example]:
-        return examples_from_records(records, self._field_map(records), source, id_prefix=id_prefix,
-                                     convert=self.convert)
+        examples = examples_from_records(records, self._field_map(records), source, id_prefix=id_prefix,
+                                         convert=self.convert)
+        self._locations.update((example.id, location(source, record, index))
+                               for index, (record, example) in enumerate(zip(records, examples, strict=True)))
+        return examples
 
     def _load_examples(self) -> list[Example]:
         """All examples of the source, in file order, before any split is carved."""

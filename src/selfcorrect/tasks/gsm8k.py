@@ -29,6 +29,7 @@ class GSM8KTask(FileTask):
     name = "gsm8k"
     description = "GSM8K maths word problems; gold = the number after ####; reward final_number"
     default_reward = "final_number"
+    default_path = "gsm8k/test.jsonl"
     max_new_tokens: ClassVar[int] = 512
     field_map: ClassVar[FieldMap] = {"question": "question", "gold": "answer", "metadata.solution": "answer"}
     convert: ClassVar[Converters] = {"gold": final_answer}

@@ -47,6 +47,17 @@ def _open(path: Path) -> TextIO:
         raise SelfCorrectError(f"{path}: cannot read it ({exc.strerror})") from None
 
 
+def parse_object(text: str, source: str, first_line: int = 1) -> dict[str, Any]:
+    """One JSON object from `text`, which starts at `first_line` of `source`; else one error naming the line."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SelfCorrectError(f"{source}, line {first_line + exc.lineno - 1}: broken JSON ({exc.msg})") from None
+    if not isinstance(data, dict):
+        raise SelfCorrectError(f"{source}, line {first_line}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
 def read_jsonl(path: str | Path) -> list[Record]:
     """One JSON object per line; blank lines are skipped."""
     path = Path(path)
@@ -56,16 +67,10 @@ def read_jsonl(path: str | Path) -> list[Record]:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
-                try:
-                    data = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise SelfCorrectError(f"{path}, line {number}: broken JSON ({exc.msg})") from None
-                if not isinstance(data, dict):
-                    raise SelfCorrectError(f"{path}, line {number}: expected a JSON object, got {type(data).__name__}")
-                records.append(Record(data, number))
+                records.append(Record(parse_object(line.rstrip("\r\n"), str(path), number), number))
         except UnicodeDecodeError:
             raise SelfCorrectError(f"{path}: not UTF-8 text") from None
-    return records
+    return _some(records, path)
 
 
 def read_csv(path: str | Path) -> list[Record]:
@@ -87,6 +92,13 @@ def read_csv(path: str | Path) -> list[Record]:
             raise SelfCorrectError(f"{path}: not UTF-8 text") from None
         except csv.Error as exc:
             raise SelfCorrectError(f"{path}, line {reader.line_num}: broken CSV ({exc})") from None
+    return _some(records, path)
+
+
+def _some(records: list[Record], path: Path) -> list[Record]:
+    """A file without a single record is a mistake (a wrong path, a failed export), never a run of 0 examples."""
+    if not records:
+        raise SelfCorrectError(f"{path}: no records (the file is empty or holds only blank lines or a header)")
     return records
 
 
@@ -97,6 +109,16 @@ def read_records(path: str | Path) -> list[Record]:
     if path.suffix.lower() not in readers:
         raise SelfCorrectError(f"{path}: expected a .jsonl or .csv file")
     return readers[path.suffix.lower()](path)
+
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+"""The benchmark files shipped inside the package (see its README.md), found beside the code in a clone and in a
+wheel alike, so a task needs no path to run."""
+
+
+def bundled(relative: str) -> Path:
+    """A file or folder under the shipped data, e.g. `bundled("gsm8k/test.jsonl")`."""
+    return DATA_DIR / relative
 
 
 def load_hub(hub_id: str, config: str | None = None, split: str = "test") -> list[Record]:
@@ -117,6 +139,15 @@ def _value(record: Mapping[str, Any], key: str, where: str) -> Any:
     if key not in record:
         raise SelfCorrectError(f"{where}: missing field {key!r}")
     return record[key]
+
+
+def require_text(value: Any, key: str, where: str) -> str:
+    """A value that goes into a prompt must be text: a number, a list or null there is a broken record, not a
+    question, and formatting it anyway would run a benchmark on `None`."""
+    if not isinstance(value, str):
+        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+        raise SelfCorrectError(f"{where}: field {key!r}: expected text, got {type(value).__name__} {shown}")
+    return value
 
 
 def examples_from_records(records: Sequence[Mapping[str, Any]], field_map: FieldMap, source: str, *,
@@ -144,6 +175,9 @@ def examples_from_records(records: Sequence[Mapping[str, Any]], field_map: Field
                     named = keys if isinstance(keys, str) else ", ".join(keys)
                     why = f"missing key {exc.args[0]!r}" if isinstance(exc, KeyError) else str(exc)
                     raise SelfCorrectError(f"{where}: field {named!r}: {why}") from None
+            elif _is_prompt_field(slot):
+                value = (require_text(value, keys, where) if isinstance(keys, str)
+                         else [require_text(v, key, where) for v, key in zip(value, keys, strict=True)])
             slots[slot] = value
         example_id = str(slots.pop("id")) if "id" in slots else f"{prefix}-{index}"
         if example_id in first_seen:
@@ -152,9 +186,14 @@ def examples_from_records(records: Sequence[Mapping[str, Any]], field_map: Field
         metadata = {key: value for key, value in record.items() if key not in used}
         metadata.update({slot.removeprefix("metadata."): v for slot, v in slots.items()
                          if slot.startswith("metadata.")})
-        fields = {slot: v for slot, v in slots.items() if slot != "gold" and not slot.startswith("metadata.")}
+        fields = {slot: v for slot, v in slots.items() if _is_prompt_field(slot)}
         examples.append(Example(id=example_id, fields=fields, gold=slots.get("gold"), metadata=metadata))
     return examples
+
+
+def _is_prompt_field(slot: str) -> bool:
+    """Slots other than id, gold and metadata feed the prompt."""
+    return slot not in ("id", "gold") and not slot.startswith("metadata.")
 
 
 def check_splits(splits: Mapping[str, int]) -> dict[str, int]:

@@ -24,6 +24,7 @@ class NQOpenTask(FileTask):
     name = "nq-open"
     description = "NQ-open short-answer QA; gold = alias list; reward in_accuracy (STaSC)"
     default_reward = "in_accuracy"
+    default_path = "nq_open/NQ-open.dev.jsonl"
     field_map: ClassVar[FieldMap] = {"question": "question", "gold": "answer"}
     convert: ClassVar[Converters] = {"gold": _alias_list}
 

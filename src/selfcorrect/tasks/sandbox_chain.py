@@ -5,7 +5,7 @@ Encoding. A question is N digits `d_1..d_N` (e.g. `660487647593`). The state is 
 (`6 6 6 2 0 2 4 6 ...` -> `666202...`). The sandbox tokenizer gives every character its own token, and the sandbox
 chat template renders a conversation as `<bos>Q<question>A<answer><eos>C<correction><eos>`.
 
-Why this shape (see ../shared/reference/sandbox_lessons.md for the prototypes behind it):
+Why this shape (what the project's earlier sandbox prototypes showed):
 - *Checking a step is easier than producing it.* Producing `p_i` means fetching the i-th question digit and adding
   it to the previous state; checking a written step needs only the three neighbouring trace tokens
   (`p_{i-1}`, `d_i`, `p_i`). A wrong step is locatable in the visible trace.
