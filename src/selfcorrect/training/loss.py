@@ -4,12 +4,14 @@ Every method trains on few of a sequence's tokens (a correction after a long pro
 causal-LM loss makes float32 logits over the whole vocabulary for every position and then a log-softmax copy: on
 SmolLM2 (49,152 tokens) a batch of 8 × 400 tokens is 630 MB per copy, several copies through the backward pass.
 TRL 1.16's fused LM head avoids the full tensor only on GPUs with Triton; on the CPU it scores every position in
-tiles of up to 4,096 × 32,768 logits, which measured worse than the plain loss (benchmarks/finetune_memory.py).
+tiles of up to 4,096 × 32,768 logits, and one SmolLM2 step with it rose more in RSS than one with the plain
+full-logit loss (benchmarks/results/finetune_memory.json).
 
 So the model runs once with `output_hidden_states=True` and `logits_to_keep=1` (its own head then only sees the
 last position), the final hidden states are gathered at the positions that predict a trained (`labels`) or
 unlearnt (`neg_mask`) token, and the LM head is applied to them `rows` at a time, each chunk under activation
-checkpointing, so at most one chunk's logits exist at once, in the forward pass and in the backward pass alike.
+checkpointing, so at most one chunk's logits exist at once, in the forward pass and in the backward pass alike
+(besides the batch × vocabulary logits of the last position).
 The head the model applied to the last position is recomputed here and must match, so a model whose logits are not
 `lm_head(last hidden state)` (plus Gemma 2's soft-capping, handled) is one clear error, never a wrong loss.
 """
@@ -33,7 +35,11 @@ def _core(model: Any) -> Any:
 def _logits(head: Any, hidden: Any, softcap: float | None) -> Any:
     import torch
 
-    logits = head(hidden).float()
+    if hasattr(head.weight, "full_tensor"):  # FSDP2 keeps parameters sharded as DTensors (as TRL's fused head does)
+        bias = head.bias.full_tensor() if head.bias is not None else None
+        logits = torch.nn.functional.linear(hidden, head.weight.full_tensor(), bias).float()
+    else:
+        logits = head(hidden).float()
     return softcap * torch.tanh(logits / softcap) if softcap else logits
 
 
