@@ -86,6 +86,16 @@ def _runs(mask: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
+def _last_in_blocks(text: str, needle: str, block_chars: list[tuple[int, int]], cursor: int) -> tuple[int, int]:
+    """(start, block end) of the last occurrence of `needle` inside a block, before `cursor`; start -1 if none."""
+    for block_start, block_end in reversed(block_chars):
+        if needle and block_start < cursor:
+            start = text.rfind(needle, block_start, min(block_end, cursor))
+            if start >= 0:
+                return start, block_end
+    return -1, 0
+
+
 def _locate(text: str, block_chars: list[tuple[int, int]], assistants: list[_Message], needed: int,
             name: str) -> dict[int, tuple[int, int, int]]:
     """Where the last `needed` assistant messages sit in `text`: (origin, content end, end of the turn's block).
@@ -100,13 +110,9 @@ def _locate(text: str, block_chars: list[tuple[int, int]], assistants: list[_Mes
     found: dict[int, tuple[int, int, int]] = {}
     cursor = len(text)
     for message in reversed(assistants[-needed:]):
-        start, block_end, shown = -1, 0, message.content
-        for shown in dict.fromkeys((message.content, message.content.strip())):
-            for block_start, block_end in reversed(block_chars):
-                if shown and block_start < cursor:
-                    start = text.rfind(shown, block_start, min(block_end, cursor))
-                    if start >= 0:
-                        break
+        start, block_end, shown = -1, 0, ""
+        for shown in dict.fromkeys((message.content, message.content.strip())):  # verbatim, else as trimmed
+            start, block_end = _last_in_blocks(text, shown, block_chars, cursor)
             if start >= 0:
                 break
         if start < 0:
