@@ -146,17 +146,17 @@ def test_sandbox_template_hiding_old_answers_still_masks_the_last_one():
     assert _decode(tokenizer, record, _trained(record)) == "5555<eos>"
 
 
-def test_tokenizer_without_template_or_markers_is_a_clear_error():
+def test_tokenizer_without_template_is_a_clear_error_and_one_without_markers_is_masked_by_prefixes():
     from selfcorrect.sandbox.tokenizer import build_tokenizer
 
     conversation = _conversation("1", "2", "3")
     tokenizer = build_tokenizer()
     tokenizer.chat_template = None
-    with pytest.raises(SelfCorrectError, match=r"no chat template.*generation"):
+    with pytest.raises(SelfCorrectError, match=r"no chat template"):
         tokenize_conversation(tokenizer, conversation)
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{{ eos_token }}{% endfor %}"
-    with pytest.raises(SelfCorrectError, match=r"no \{% generation %\} markers"):
-        tokenize_conversation(tokenizer, conversation)
+    record = tokenize_conversation(tokenizer, conversation)
+    assert _decode(tokenizer, record, _trained(record)) == "3<eos>"
 
 
 @pytest.mark.parametrize(("messages", "loss_on", "message"), [

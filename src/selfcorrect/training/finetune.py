@@ -8,8 +8,9 @@ dataset as is: a dataset with `input_ids` skips its tokenization, and an existin
 unchanged by its preparation and by its collator. We leave TRL's `max_length` unset and truncate here instead,
 because its truncation cuts `input_ids` and `labels` but not our `neg_mask`.
 
-Unlikelihood (InSeC's optional negative signal) needs the `neg_mask` column and the full logits, so when
-`unlikelihood_weight > 0` the trainer's `compute_loss` is replaced by `masked_loss`; otherwise TRL's own loss runs.
+The trainer's `compute_loss` is `loss.masked_loss`: the LM head is applied only at the positions that carry loss,
+in chunks sized by `loss_memory_mb`, so memory does not grow with vocabulary × sequence length (TRL's own loss
+bounds it only on GPUs). The same function adds InSeC's optional unlikelihood term on the `neg_mask` tokens.
 
 Whatever the method (full or LoRA, one process or several), the result is saved as an ordinary model folder —
 LoRA adapters are merged first — written under a temporary name and renamed, so the `hf` backend can load it and
@@ -34,6 +35,7 @@ from pydantic import Field
 from selfcorrect.config import StrictModel
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.runs import write_json
+from selfcorrect.training.loss import masked_loss
 from selfcorrect.training.masks import IGNORE, tokenize_conversation
 
 Conversation = Sequence[dict[str, Any]]
@@ -54,7 +56,8 @@ SUMMARY_FILE = "finetune.json"
 class FinetuneConfig(StrictModel):
     """Hyper-parameters of one fine-tuning call. `max_steps` overrides `epochs`: equal-budget controls need exact
     step counts. `use_cpu` and `bf16` default to what the machine can do (bf16 is never used on the CPU, where it is
-    slower than float32); `report_to` names a tracker TRL should log to, imported only when named."""
+    slower than float32); `report_to` names a tracker TRL should log to, imported only when named.
+    `loss_memory_mb` is the memory the loss may spend on logits at once (see `loss`)."""
 
     method: Literal["full", "lora"] = "full"
     lora_r: int = Field(8, gt=0)
@@ -72,6 +75,7 @@ class FinetuneConfig(StrictModel):
     max_length: int | None = Field(None, gt=0)
     seed: int = 0
     unlikelihood_weight: float = Field(0.0, ge=0.0)
+    loss_memory_mb: float = Field(256.0, gt=0.0)
     use_cpu: bool | None = None
     report_to: Literal["wandb", "mlflow", "tensorboard"] | None = None
     bf16: bool | None = None
@@ -140,27 +144,6 @@ def tokenize_dataset(tokenizer: Any, conversations: Sequence[Conversation], loss
     return records
 
 
-def masked_loss(logits: Any, input_ids: Any, labels: Any, neg_mask: Any, unlikelihood_weight: float,
-                num_items_in_batch: Any = None) -> Any:
-    """Next-token NLL on `labels`, plus `unlikelihood_weight` × −log(1 − p(token)) on `neg_mask` tokens.
-
-    Both sums are divided by the number of trained (label) tokens, `num_items_in_batch` when the Trainer counted
-    them over the whole accumulation window, so the result matches TRL's NLL when there is no neg token.
-    """
-    import torch
-
-    log_probs = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    targets, next_ids, neg = labels[:, 1:], input_ids[:, 1:], neg_mask[:, 1:].bool()
-    trained = targets != IGNORE
-    nll = -log_probs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    neg_log_probs = log_probs.gather(-1, next_ids.unsqueeze(-1)).squeeze(-1)
-    # log(1 − p) = log(−expm1(log p)), clamped so a token the model is sure of gives a large but finite penalty
-    unlikelihood = -torch.log((-torch.expm1(neg_log_probs)).clamp(min=1e-6))
-    total = nll[trained].sum() + unlikelihood_weight * unlikelihood[neg].sum()
-    count = num_items_in_batch if num_items_in_batch is not None else trained.sum()
-    return total / torch.as_tensor(count, device=total.device).clamp(min=1)
-
-
 class _Collator:
     """TRL's padding collator (right padding, labels padded with -100), plus `neg_mask` padded with 0."""
 
@@ -180,21 +163,19 @@ class _Collator:
 
 
 def _trainer_class() -> type:
-    """`SFTTrainer` whose loss is `masked_loss` for batches that carry `neg_mask` (unlikelihood on)."""
+    """`SFTTrainer` whose loss is `loss.masked_loss`: bounded memory, and unlikelihood on `neg_mask` tokens."""
     from trl import SFTTrainer
 
     class SelfCorrectTrainer(SFTTrainer):
         unlikelihood_weight = 0.0
+        loss_memory_mb = 256.0
 
         def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
                          num_items_in_batch: Any = None) -> Any:
-            neg_mask = inputs.pop("neg_mask", None)
-            if neg_mask is None:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            labels = inputs.pop("labels")
-            outputs = model(**inputs, use_cache=False)
-            loss = masked_loss(outputs.logits, inputs["input_ids"], labels, neg_mask, self.unlikelihood_weight,
-                               num_items_in_batch)
+            inputs = dict(inputs)
+            labels, neg_mask = inputs.pop("labels"), inputs.pop("neg_mask", None)
+            loss, outputs = masked_loss(model, inputs, labels, neg_mask, self.unlikelihood_weight,
+                                        num_items_in_batch, self.loss_memory_mb)
             # As in TRL's loss: the token count spans every rank, and DDP averages the gradients across ranks
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes
@@ -253,6 +234,7 @@ def build_trainer(model: Any, tokenizer: Any, records: list[dict[str, list[int]]
         raise SelfCorrectError("LoRA under FSDP is not supported here (merging needs the unsharded adapters); "
                                "use full fine-tuning with FSDP, or DDP / DeepSpeed ZeRO-2 for LoRA")
     trainer.unlikelihood_weight = config.unlikelihood_weight
+    trainer.loss_memory_mb = config.loss_memory_mb
     if quiet:
         trainer.remove_callback(PrinterCallback)  # with tqdm off, the Trainer prints every log dict instead
     else:

@@ -1,16 +1,17 @@
 """Loss masks from the chat template: which tokens of a rendered conversation the model is trained to say.
 
 The reference STaSC code found the last assistant turn by hard-coded token ids (Qwen's 151644, Phi-3's 32001), so
-any other model silently trained on the wrong tokens. Here the tokenizer's own chat template decides: assistant
-content must sit inside `{% generation %}` ... `{% endgeneration %}`, and `apply_chat_template(...,
-return_assistant_tokens_mask=True)` marks those tokens. Within that mask we then locate each assistant message by
-its text in the rendered conversation and map characters to tokens through the offsets mapping, so the same code
-serves a character-level sandbox tokenizer and byte-level BPE tokenizers alike.
+any other model silently trained on the wrong tokens. Here the tokenizer's own chat template decides:
+`turns.assistant_tokens` marks what each assistant turn says (its content and end-of-turn token), from the
+template's `{% generation %}` markers where it has them and by rendering the conversation prefix by prefix where it
+has none, as most hub templates do. Within those turns we then locate each assistant message by its text in the
+rendered conversation and map characters to tokens through the offsets mapping, so the same code serves a
+character-level sandbox tokenizer and byte-level BPE tokenizers alike.
 
 Three modes:
-- `last_assistant` (STaSC): loss only on the final assistant turn, the correction, plus the end-of-turn token the
-  template puts inside the generation block; earlier assistant turns are context.
-- `all_assistant`: every token inside a generation block.
+- `last_assistant` (STaSC): loss only on the final assistant turn, the correction, plus its end-of-turn token;
+  earlier assistant turns are context.
+- `all_assistant` (STaR, SFT, replay): every assistant turn, each with its end-of-turn token.
 - `spans` (InSeC): an assistant message's content may be a list of segments `{"text", "train"}` with `train` one of
   `pos` (learn it), `none` (context) or `neg` (a mistake: no likelihood, flagged in `neg_mask` for unlikelihood).
   The end-of-turn tokens after such a message are learnt only when its last segment is `pos`, because the model
@@ -22,18 +23,17 @@ counts) then does the right thing, and the unlikelihood term reads its targets f
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.training.turns import assistant_tokens, tokenizer_name
 
 LossOn = Literal["last_assistant", "all_assistant", "spans"]
 LOSS_MODES: tuple[str, ...] = ("last_assistant", "all_assistant", "spans")
 SEGMENT_KINDS = ("pos", "none", "neg")
 IGNORE = -100
-_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 @dataclass(frozen=True)
@@ -43,26 +43,6 @@ class _Message:
     index: int
     content: str
     segments: tuple[tuple[int, int, str], ...]  # (start, end, kind), relative to content
-
-
-def _tokenizer_name(tokenizer: Any) -> str:
-    return getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-
-
-def require_generation_template(tokenizer: Any) -> str:
-    """The tokenizer's chat template, or a one-line error saying what to add to which tokenizer."""
-    name = _tokenizer_name(tokenizer)
-    try:
-        template = tokenizer.get_chat_template()
-    except ValueError:
-        raise SelfCorrectError(f"tokenizer {name!r} has no chat template; add a `chat_template` (in "
-                               "tokenizer_config.json or chat_template.jinja) that wraps assistant content in "
-                               "{% generation %}...{% endgeneration %}") from None
-    if not _GENERATION_TAG.search(template):
-        raise SelfCorrectError(f"the chat template of tokenizer {name!r} has no {{% generation %}} markers; wrap each "
-                               "assistant message's content and end-of-turn token in {% generation %}..."
-                               "{% endgeneration %} so loss masks come from the template")
-    return template
 
 
 def _normalise(messages: Sequence[dict[str, Any]], loss_on: str) -> tuple[list[dict[str, Any]], list[_Message]]:
@@ -106,29 +86,41 @@ def _runs(mask: Sequence[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def _locate(text: str, block_chars: list[tuple[int, int]], assistants: list[_Message], needed: int,
-            name: str) -> dict[int, tuple[int, int]]:
-    """Character range (content start, end of its generation block) of the last `needed` assistant messages.
+def _last_in_blocks(text: str, needle: str, block_chars: list[tuple[int, int]], cursor: int) -> tuple[int, int]:
+    """(start, block end) of the last occurrence of `needle` inside a block, before `cursor`; start -1 if none."""
+    for block_start, block_end in reversed(block_chars):
+        if needle and block_start < cursor:
+            start = text.rfind(needle, block_start, min(block_end, cursor))
+            if start >= 0:
+                return start, block_end
+    return -1, 0
 
-    Messages are matched from the end, because templates that hide old turns (the sandbox shows two) drop them from
-    the front. Each content is searched only inside generation blocks and before the previous match, so the same
-    text in a user turn is never mistaken for it. The block's tail after the content (the end-of-turn token)
-    belongs to the message, up to where the next message's content begins.
+
+def _locate(text: str, block_chars: list[tuple[int, int]], assistants: list[_Message], needed: int,
+            name: str) -> dict[int, tuple[int, int, int]]:
+    """Where the last `needed` assistant messages sit in `text`: (origin, content end, end of the turn's block).
+
+    `origin` is where the content's first character would be, so a segment at `s:e` of the content sits at
+    `origin + s : origin + e`; it differs from where the rendered content starts only when the template trims
+    leading whitespace (Llama 3, Gemma). Messages are matched from the end, because templates that hide old turns
+    (the sandbox shows two) drop them from the front. Each content is searched only inside assistant blocks and
+    before the previous match, so the same text in a user turn is never mistaken for it. The block's tail after
+    the content (the end-of-turn token) belongs to the message, up to where the next message's content begins.
     """
-    found: dict[int, tuple[int, int]] = {}
+    found: dict[int, tuple[int, int, int]] = {}
     cursor = len(text)
     for message in reversed(assistants[-needed:]):
-        start, block_end = -1, 0
-        for block_start, block_end in reversed(block_chars):
-            if message.content and block_start < cursor:
-                start = text.rfind(message.content, block_start, min(block_end, cursor))
-                if start >= 0:
-                    break
+        start, block_end, shown = -1, 0, ""
+        for shown in dict.fromkeys((message.content, message.content.strip())):  # verbatim, else as trimmed
+            start, block_end = _last_in_blocks(text, shown, block_chars, cursor)
+            if start >= 0:
+                break
         if start < 0:
             raise SelfCorrectError(f"the chat template of tokenizer {name!r} does not render assistant message "
-                                   f"{message.index} verbatim inside a {{% generation %}} block (empty content, or "
-                                   "a template that rewrites or drops it), so its loss mask cannot be placed")
-        found[message.index] = (start, min(block_end, cursor))
+                                   f"{message.index} verbatim inside its assistant turn (empty content, or a "
+                                   "template that rewrites or drops it), so its loss mask cannot be placed")
+        lead = message.content.index(shown)
+        found[message.index] = (start - lead, start + len(shown), min(block_end, cursor))
         cursor = start
     return found
 
@@ -142,27 +134,18 @@ def tokenize_conversation(tokenizer: Any, messages: Sequence[dict[str, Any]],
 
         raise SelfCorrectError(f"unknown loss_on {loss_on!r}{suggest(loss_on, LOSS_MODES)}; "
                                f"choose one of {', '.join(LOSS_MODES)}")
-    name = _tokenizer_name(tokenizer)
-    require_generation_template(tokenizer)
+    name = tokenizer_name(tokenizer)
     rendered, assistants = _normalise(messages, loss_on)
-    text = tokenizer.apply_chat_template(rendered, tokenize=False)
-    try:
-        encoded = tokenizer.apply_chat_template(rendered, return_dict=True, return_assistant_tokens_mask=True,
-                                                tokenizer_kwargs={"return_offsets_mapping": True})
-    except NotImplementedError:
-        raise SelfCorrectError(f"tokenizer {name!r} is a slow tokenizer; loss masks need a fast one "
-                               "(tokenizer.json) for its offsets mapping") from None
-    ids, offsets = list(encoded["input_ids"]), [tuple(o) for o in encoded["offset_mapping"]]
-    generation = list(encoded["assistant_masks"])
-    if not any(generation):
-        raise SelfCorrectError(f"the chat template of tokenizer {name!r} rendered no assistant tokens inside "
-                               "{% generation %} for this conversation")
+    text, ids, offsets, said = assistant_tokens(tokenizer, rendered)
+    if not any(said):
+        raise SelfCorrectError(f"the chat template of tokenizer {name!r} rendered no assistant tokens for this "
+                               "conversation")
     labels, neg_mask = [IGNORE] * len(ids), [0] * len(ids)
     if loss_on == "all_assistant":
-        labels = [tok if flag else IGNORE for tok, flag in zip(ids, generation, strict=True)]
+        labels = [tok if flag else IGNORE for tok, flag in zip(ids, said, strict=True)]
         return {"input_ids": ids, "labels": labels, "neg_mask": neg_mask}
 
-    block_chars = [(offsets[s][0], offsets[e - 1][1]) for s, e in _runs(generation)]
+    block_chars = [(offsets[s][0], offsets[e - 1][1]) for s, e in _runs(said)]
     if loss_on == "last_assistant":
         needed = 1
         kinds_of = {assistants[-1].index: ((0, len(assistants[-1].content), "pos"),)}
@@ -175,12 +158,11 @@ def tokenize_conversation(tokenizer: Any, messages: Sequence[dict[str, Any]],
     located = _locate(text, block_chars, assistants, needed, name)
 
     for index, segments in kinds_of.items():
-        start, block_end = located[index]
-        content_end = start + segments[-1][1]
-        ranges = [(start + s, start + e, kind) for s, e, kind in segments]
+        origin, content_end, block_end = located[index]
+        ranges = [(max(origin + s, 0), min(origin + e, content_end), kind) for s, e, kind in segments]
         ranges.append((content_end, block_end, segments[-1][2] if segments[-1][2] == "pos" else "none"))
         for i, (char, _) in enumerate(offsets):
-            if not generation[i]:
+            if not said[i]:
                 continue
             kind = next((k for s, e, k in ranges if s <= char < e), None)
             if kind == "pos":
