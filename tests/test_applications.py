@@ -118,17 +118,23 @@ def test_batched_option_scores_equal_one_row_at_a_time(tiny_models):
     import torch
 
     from selfcorrect.backends.hf import HFBackend
-    from selfcorrect.methods.option_scoring import continuation_nlls
 
     backend = HFBackend(str(tiny_models["llama"]))
     tok = backend.tokenizer
     prompts = [tok("Alice has 3 apples.")["input_ids"], tok("Question: how many?")["input_ids"]]
-    options = [tok(" (a) three", add_special_tokens=False)["input_ids"],
-               tok(" (b) four birds", add_special_tokens=False)["input_ids"]]
-    batched = continuation_nlls(backend.model, prompts, options, backend.pad_id)
-    for prompt, option, value in zip(prompts, options, batched, strict=True):
-        ids = torch.tensor([prompt + option])
-        with torch.no_grad():
-            logprobs = torch.log_softmax(backend.model(input_ids=ids).logits[0].float(), -1)
-        expected = -sum(logprobs[len(prompt) - 1 + k, t].item() for k, t in enumerate(option)) / len(option)
-        assert value == pytest.approx(expected, abs=1e-4)
+    options = [tok(text, add_special_tokens=False)["input_ids"] for text in (" (a) three", " (b) four birds", " c")]
+    assert len({len(o) for o in options}) == 3 and len({len(p) for p in prompts}) == 2  # padding on both sides
+    backend.memory_bytes = 1  # one prompt per forward batch: chunking must not change a score
+    alone, batches = backend.score_continuations(prompts, [options, options[:2]])
+    assert batches == 2
+    backend.memory_bytes = 2**30
+    together, batches = backend.score_continuations(prompts, [options, options[:2]])
+    assert batches == 1
+    for prompt, values, single in zip(prompts, together, alone, strict=True):
+        assert values == pytest.approx(single, abs=1e-5)
+        for option, value in zip(options, values, strict=False):
+            ids = torch.tensor([prompt + option])
+            with torch.no_grad():
+                logprobs = torch.log_softmax(backend.model(input_ids=ids).logits[0].float(), -1)
+            expected = -sum(logprobs[len(prompt) - 1 + k, t].item() for k, t in enumerate(option)) / len(option)
+            assert value == pytest.approx(expected, abs=1e-4)

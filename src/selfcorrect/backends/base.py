@@ -100,6 +100,8 @@ class Backend(ABC):
     name: str = "backend"
     supports_logprobs: bool = True
     supports_hidden_states: bool = False
+    #: Teacher-forced scoring of given continuations (`score_continuations`), e.g. multiple-choice options.
+    supports_scoring: bool = False
 
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:

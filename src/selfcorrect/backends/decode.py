@@ -114,7 +114,7 @@ def uniforms(rows: list[Row], steps: int) -> np.ndarray:
     return table
 
 
-def _preallocated_cache(model: Any, capacity: int) -> Any:
+def preallocated_cache(model: Any, capacity: int) -> Any:
     """A transformers cache whose full-attention layers write into buffers allocated once (see module docstring).
 
     Layers of other kinds (sliding windows, linear attention) keep transformers' own implementation.
@@ -181,7 +181,7 @@ def decode(model: Any, rows: list[Row], eos_ids: list[int], pad_id: int, stop_ch
     noise = torch.from_numpy(uniforms(rows, steps)).to(device)
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
 
-    cache = _preallocated_cache(model, width + steps)
+    cache = preallocated_cache(model, width + steps)
     logits, hidden = _prefill(model, rows, input_ids, mask[:, :width], cache)
 
     tokens = torch.full((batch, steps), pad_id, dtype=torch.long, device=device)

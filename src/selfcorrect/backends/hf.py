@@ -59,6 +59,7 @@ class HFBackend(Backend):
     name = "hf"
     supports_logprobs = True
     supports_hidden_states = True
+    supports_scoring = True
 
     def __init__(self, model: str = "sandbox", device: str = "cpu", dtype: str = "auto", batch_size: int = 256,
                  memory_mb: int = 1536, trust_remote_code: bool = False, revision: str | None = None) -> None:
@@ -132,7 +133,7 @@ class HFBackend(Backend):
         self.model.eval()  # dropout would make samples irreproducible; restored for an in-training model
         try:
             with torch.inference_mode():
-                for chunk in self._chunks(order, rows):
+                for chunk in self._chunks(order, lambda chunk: self._decode_bytes([rows[i] for i in chunk])):
                     chunk_rows = [rows[i] for i in chunk]
                     decoded = decode(self.model, chunk_rows, self.eos_ids, self.pad_id, self._stop_hits)
                     for i, gen in zip(chunk, self._generations(chunk_rows, decoded), strict=True):
@@ -141,21 +142,50 @@ class HFBackend(Backend):
             self.model.train(was_training)
         return [gen for gen in results if gen is not None]
 
-    def _chunks(self, order: list[int], rows: list[Row]) -> list[list[int]]:
-        """Consecutive runs of the length-sorted rows, each within `batch_size` rows and the memory budget."""
+    def _chunks(self, order: list[int], cost: Any) -> list[list[int]]:
+        """Consecutive runs of `order` (indices sorted by prompt length), each within `batch_size` items and within
+        the memory budget by `cost(indices) -> bytes`; an item too big on its own still gets a chunk."""
         chunks: list[list[int]] = []
         current: list[int] = []
         for i in order:
             trial = [*current, i]
-            width = max(len(rows[j].prompt_ids) for j in trial)
-            steps = max(rows[j].limit for j in trial)
-            hidden = any(rows[j].request.hidden_layers for j in trial)
-            if current and (len(trial) > self.batch_size
-                            or len(trial) * self.row_bytes(width, steps, hidden) > self.memory_bytes):
+            if current and (len(trial) > self.batch_size or cost(trial) > self.memory_bytes):
                 chunks.append(current)
                 trial = [i]
             current = trial
         return [*chunks, current] if current else chunks
+
+    def _decode_bytes(self, rows: list[Row]) -> int:
+        width = max(len(r.prompt_ids) for r in rows)
+        steps = max(r.limit for r in rows)
+        return len(rows) * self.row_bytes(width, steps, any(r.request.hidden_layers for r in rows))
+
+    def score_continuations(self, prompts: Sequence[list[int]],
+                            continuations: Sequence[Sequence[list[int]]]) -> tuple[list[list[float]], int]:
+        """Mean NLL per token of each continuation after its prompt (teacher-forced), and the forward batches run.
+
+        Each prompt runs once and shares its KV cache with its continuations (`scoring.py`); chunks of prompts of
+        similar length stay within the memory budget.
+        """
+        from selfcorrect.backends.scoring import continuation_nlls
+
+        vocab = self.model.config.get_text_config().vocab_size
+
+        def cost(chunk: list[int]) -> int:
+            width = max(len(prompts[i]) for i in chunk)
+            extra = max(len(c) for i in chunk for c in continuations[i])
+            rows = sum(len(continuations[i]) for i in chunk)
+            return rows * (self.row_bytes(width, extra, False) + extra * vocab * 12)
+
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        results: list[list[float]] = [[] for _ in prompts]
+        chunks = self._chunks(order, cost)
+        for chunk in chunks:
+            nlls = continuation_nlls(self.model, [prompts[i] for i in chunk], [continuations[i] for i in chunk],
+                                     self.pad_id)
+            for i, values in zip(chunk, nlls, strict=True):
+                results[i] = values
+        return results, len(chunks)
 
     def row_bytes(self, width: int, steps: int, hidden: bool) -> int:
         """Memory one row costs in a chunk: its KV cache, its prefill activations, its vocabulary-wide step logits
