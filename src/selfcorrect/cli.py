@@ -30,6 +30,17 @@ def tasks_command() -> None:
         typer.echo(f"{name:<15} {task_class(name).description}")
 
 
+@app.command("models")
+def models_command() -> None:
+    """List the built-in models: name, parameters, whether cached, and where."""
+    from selfcorrect.models import BUILTIN_MODELS
+
+    for model in BUILTIN_MODELS.values():
+        state = "cached" if model.cached() else "made on first use"
+        typer.echo(f"{model.name:<22} {model.parameters / 1e6:>7.1f}M  {state:<17} {model.folder()}")
+        typer.echo(f"{'':<22} {model.description}")
+
+
 @sandbox_app.command("pretrain")
 def sandbox_pretrain(
     out: Annotated[Path | None, typer.Option(help="Folder for the model (default: the shared sandbox cache).")] = None,
