@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from selfcorrect.backends.base import Temperature
 from selfcorrect.config import StrictModel
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.tasks.base import Task
@@ -35,7 +36,7 @@ class SelectConfig(StrictModel):
     model: str | None = "sandbox"
     backend_options: dict[str, Any] = {}
     samples: int = Field(default=5, ge=1)
-    temperature: float = 1.0
+    temperature: Temperature = 1.0
     top_p: float = 1.0
     max_new_tokens: int = Field(default=16, ge=1)
     measure: Literal["answer_entropy", "mean_nll"] = "answer_entropy"

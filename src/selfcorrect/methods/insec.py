@@ -25,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from selfcorrect.backends.base import Backend, SamplingParams, request_seed
+from selfcorrect.backends.base import Backend, SamplingParams, Temperature, request_seed
 from selfcorrect.config import StrictModel
 from selfcorrect.methods.insec_data import (
     Granularity,
@@ -69,7 +69,7 @@ class InSeCConfig(StrictModel):
     rounds: int = Field(1, ge=1)
     #: On-policy samples per training question per round (temperature `sample_temperature`).
     samples_per_question: int = Field(2, ge=1)
-    sample_temperature: float = 1.0
+    sample_temperature: Temperature = 1.0
     #: Training sequences per round (None = one per training question); equal for every arm of a comparison.
     examples_per_round: int | None = Field(None, ge=1)
     #: Each round trains the previous round's model (True) or the base model again (False).
@@ -84,7 +84,7 @@ class InSeCConfig(StrictModel):
     eval_split: str = "test"
     eval_limit: int | None = None
     #: The sandbox is measured sampled: greedy decoding removes its noisy writer's slips (tasks/sandbox_chain.py).
-    eval_temperature: float = 1.0
+    eval_temperature: Temperature = 1.0
     #: None = twice the task's answer length, so one full rewrite fits after a marker.
     max_new_tokens: int | None = Field(None, ge=1)
     question_prompt: str = "question"

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from selfcorrect.backends import load_backend
-from selfcorrect.backends.base import Backend, SamplingParams
+from selfcorrect.backends.base import Backend, SamplingParams, Temperature
 from selfcorrect.config import StrictModel
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.methods.stopping import StopRule, finish
@@ -57,7 +57,7 @@ class EvalConfig(StrictModel):
     method: Method = "intrinsic"
     #: Review rounds (intrinsic) or (check, answer) repetitions (cac, self-refine-style) after the first answer.
     rounds: int = Field(default=1, ge=0)
-    temperature: float = 0.0
+    temperature: Temperature = 0.0
     top_p: float = 1.0
     max_new_tokens: int | None = None
     seed: int = 0

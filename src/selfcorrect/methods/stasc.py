@@ -28,7 +28,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from selfcorrect.backends.base import Backend, SamplingParams, request_seed
+from selfcorrect.backends.base import Backend, SamplingParams, Temperature, request_seed
 from selfcorrect.config import StrictModel
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.methods.steps import StepStore
@@ -64,7 +64,7 @@ class STaSCConfig(StrictModel):
     iterations: int = Field(3, ge=1)
     n_init: int = Field(4, ge=1)
     n_corr: int = Field(4, ge=1)
-    temperature: float = 1.0
+    temperature: Temperature = 1.0
     top_p: float = 1.0
     max_new_tokens: int | None = None
     train_split: str = "train"
@@ -73,10 +73,10 @@ class STaSCConfig(StrictModel):
     replay_share: float = Field(0.0, ge=0.0, lt=1.0)
     replay_source: Literal["correct_first_attempts", "pretraining"] = "correct_first_attempts"
     eval_splits: list[str] = ["validation", "test"]
-    eval_temperatures: list[float] = [1.0, 0.0]
+    eval_temperatures: list[Temperature] = [1.0, 0.0]
     eval_limit: int | None = None
     select_split: str = "validation"
-    select_temperature: float = 1.0
+    select_temperature: Temperature = 1.0
     question_prompt: str = "question"
     review_prompt: str = "review"
     prompts_file: str | None = None
