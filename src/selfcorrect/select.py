@@ -111,16 +111,21 @@ def run_select(config: SelectConfig, out: str | Path, backend: Any = None, quiet
     if not records:
         raise SelfCorrectError(f"{config.corpus}: no records")
     task = CorpusTask(records, get_prompt(prompts, config.prompt))
-    backend = backend or build_backend(config.backend, config.model, config.backend_options)
     trajectories = start(task, task.examples())
     add_instruction(trajectories, task, get_prompt(prompts, "question"), 1)
     params = SamplingParams(temperature=config.temperature, top_p=config.top_p,
                             max_new_tokens=config.max_new_tokens, n=config.samples)
-    with Progress(quiet=quiet) as progress:
-        progress.add("answering the corpus", len(records))
-        samples = generate(backend, trajectories, task, kind="answer", round_index=1, params=params,
-                           seed=config.seed, fan_out="s", score=False)
-        progress.advance("answering the corpus", len(records))
+    owned = backend is None  # a backend built here is closed here (a vLLM engine holds the GPU until then)
+    backend = backend or build_backend(config.backend, config.model, config.backend_options)
+    try:
+        with Progress(quiet=quiet) as progress:
+            progress.add("answering the corpus", len(records))
+            samples = generate(backend, trajectories, task, kind="answer", round_index=1, params=params,
+                               seed=config.seed, fan_out="s", score=False)
+            progress.advance("answering the corpus", len(records))
+    finally:
+        if owned:
+            backend.close()
     children: dict[str, list[Trajectory]] = {}
     for sample in samples:
         children.setdefault(sample.example.id, []).append(sample)

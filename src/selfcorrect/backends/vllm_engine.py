@@ -105,15 +105,19 @@ class EngineProcess:
     def _receive(self, doing: str) -> Any:
         while not self._conn.poll(_POLL_S):
             if not self._process.is_alive():
-                raise SelfCorrectError(f"vllm backend: the engine process died while {doing} (exit code "
-                                       f"{self._process.exitcode}); vLLM's own log above says why")
+                raise self._died(doing)
         try:
             status, payload = self._conn.recv()
-        except EOFError:
-            raise SelfCorrectError(f"vllm backend: the engine process closed its pipe while {doing}") from None
+        except EOFError:  # the child's end closed: it is exiting
+            self._process.join(_EXIT_S)
+            raise self._died(doing) from None
         if status == "error":
             raise SelfCorrectError(f"vllm backend: {doing} failed: {payload}")
         return payload
+
+    def _died(self, doing: str) -> SelfCorrectError:
+        return SelfCorrectError(f"vllm backend: the engine process died while {doing} (exit code "
+                                f"{self._process.exitcode}); vLLM's own log above says why")
 
     def generate(self, prompts: list[dict[str, Any]], param_dicts: list[dict[str, Any]]) -> list[list[dict]]:
         if not self.alive:

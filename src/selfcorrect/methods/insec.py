@@ -19,6 +19,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -201,9 +202,9 @@ def evaluate(model_dir: Path, task: Task, kit: MistakeKit, config: InSeCConfig, 
     and `metadata["insec"]` keeps the marker counts, so metrics come from the saved trajectories alone."""
     from selfcorrect.methods.intrinsic import build_backend
 
-    backend = build_backend(config.backend, str(model_dir), config.backend_options)
     examples = task.examples(config.eval_split, config.eval_limit)
-    trajectories = answer(backend, task, examples, config, config.params(task, config.eval_temperature), seed)
+    with closing(build_backend(config.backend, str(model_dir), config.backend_options)) as backend:
+        trajectories = answer(backend, task, examples, config, config.params(task, config.eval_temperature), seed)
     reasons = marker_tokens(kit, config.granularity, config.marker, config.reasons)[1:]
     read = reader(kit, config.granularity, config.marker, reasons, task.score)
     for traj in trajectories:
@@ -262,9 +263,13 @@ def run_insec(config: InSeCConfig, out: str | Path, resume: bool = False, quiet:
         started = time.perf_counter()
         samples = None
         if config.negatives == "on_policy":
-            samples = store.trajectories(f"round-{r}/samples.jsonl", lambda p=previous, s=seed: answer(
-                build_backend(config.backend, str(p), config.backend_options), task, train_examples, config,
-                config.params(task, config.sample_temperature, config.samples_per_question), s))
+            def sample(model: Path = previous, seed: int = seed) -> list[Trajectory]:
+                # closed before fine-tuning starts: a vLLM engine holds most of the GPU until it is closed
+                with closing(build_backend(config.backend, str(model), config.backend_options)) as backend:
+                    return answer(backend, task, train_examples, config,
+                                  config.params(task, config.sample_temperature, config.samples_per_question), seed)
+
+            samples = store.trajectories(f"round-{r}/samples.jsonl", sample)
         timings[f"round-{r}/sampling_s"] = time.perf_counter() - started
         data = store.json(f"round-{r}/data.json",
                           lambda s=samples, seed=seed: build_training_set(prompted, s, task, kit, config, seed))

@@ -301,17 +301,31 @@ def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, quiet: b
     examples = task.examples(config.split, config.limit)
     config = resolve(config)
     run = RunFolder.open(out, config.model_dump(), resume=resume)
+    owned = backend is None  # a backend built here is closed here (a vLLM engine holds the GPU until then)
     try:
         backend = backend or build_backend(config.backend, config.model, config.backend_options, cache=cache)
         check_hidden(config, backend)
         option_scoring, option_note = plan_option_scoring(config, backend, examples)
         grouping = answer_grouping(config)  # loads the NLI model now: a bad one fails before any generation
     except BaseException:
+        if owned and backend is not None:
+            backend.close()
         if not resume:  # a fresh folder holds only its config.yaml yet: leave no half-started run behind
             (run.path / CONFIG_FILE).unlink(missing_ok=True)
             if not any(run.path.iterdir()):
                 run.path.rmdir()
         raise
+    try:
+        return _answer(config, task, examples, run, backend, (option_scoring, option_note), grouping, quiet)
+    finally:
+        if owned:
+            backend.close()
+
+
+def _answer(config: EvalConfig, task: Task, examples: list, run: RunFolder, backend: Backend,
+            option_plan: tuple[bool, str], grouping: Grouping | None, quiet: bool) -> dict[str, Any]:
+    """Answer every example not yet done, chunk by chunk, then write and return the summary."""
+    option_scoring, option_note = option_plan
     done = run.done_ids()
     chunks = [examples[i:i + config.chunk_size] for i in range(0, len(examples), config.chunk_size)]
     todo = [(index, chunk) for index, chunk in enumerate(chunks) if any(ex.id not in done for ex in chunk)]
