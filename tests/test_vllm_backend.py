@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from pathlib import Path
 
 import pytest
 
@@ -155,6 +156,23 @@ def test_the_backend_over_an_engine_process_translates_greedy_n_and_close_ends_t
                                                                          (1, 0, "r1s0"), (1, 1, "r1s1")]
     backend.close()
     assert not backend.engine.alive
+
+
+def test_an_engine_left_open_ends_with_the_interpreter(tmp_path):
+    import subprocess
+    import sys
+
+    script = tmp_path / "left_open.py"
+    script.write_text("import sys\n"
+                      f"sys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+                      "from selfcorrect.backends.vllm_engine import EngineProcess\n"
+                      "if __name__ == '__main__':\n"
+                      "    print(EngineProcess({'model': 'm'}, module='vllm_standin').pid)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr
+    with pytest.raises(ProcessLookupError):
+        os.kill(int(done.stdout.split()[-1]), 0)
 
 
 def test_an_engine_that_dies_or_cannot_start_is_one_line():

@@ -2,7 +2,9 @@
 
 Optional: `pip install 'selfcorrect[vllm]'` on a machine with a CUDA GPU; vLLM is imported only in the engine's own
 process (`vllm_engine.EngineProcess`), so the rest of selfcorrect never needs it, and `close()` ends that process,
-which returns all of the engine's GPU memory before the next engine or a fine-tuning step starts.
+which returns all of the engine's GPU memory before the next engine or a fine-tuning step starts. The engine's
+process is started with `spawn`, so a script of your own that builds this backend needs the usual
+`if __name__ == "__main__":` guard (as vLLM itself asks); the `selfcorrect` command has it.
 
 A round is ONE `LLM.generate` call with one vLLM `SamplingParams` per request (`SamplingParams.to_vllm`: `n`, the
 request's own seed, logprobs of the sampled tokens), so vLLM schedules the whole round together. Prompts are passed

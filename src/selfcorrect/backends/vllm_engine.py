@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import multiprocessing
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -78,16 +79,30 @@ def serve_engine(conn: Any, options: dict[str, Any], module: str) -> None:
             conn.send(("error", _one_line(exc)))
 
 
+def _shut_down(conn: Any, process: Any) -> None:
+    if process.is_alive():
+        with contextlib.suppress(OSError):  # a child that is already going has closed its end
+            conn.send(("close",))
+        process.join(_EXIT_S)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    conn.close()
+
+
 class EngineProcess:
     """A `vllm.LLM` built from `options` in a spawned child process; `close()` ends the process."""
 
     def __init__(self, options: dict[str, Any], module: str = "vllm") -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, child = context.Pipe()
+        # Not a daemon: vLLM starts processes of its own, which a daemon may not. An engine left open is still
+        # ended when this interpreter exits (the finalizer runs before multiprocessing joins its children).
         self._process = context.Process(target=serve_engine, args=(child, options, module),
-                                         name="selfcorrect-vllm-engine", daemon=True)
+                                         name="selfcorrect-vllm-engine")
         self._process.start()
         child.close()
+        self._finalizer = weakref.finalize(self, _shut_down, self._conn, self._process)
         try:
             self._receive("starting the engine")
         except BaseException:
@@ -127,14 +142,7 @@ class EngineProcess:
 
     def close(self) -> None:
         """Ask the child to exit, wait for it (its exit returns the GPU memory), and kill it if it will not go."""
-        if self._process.is_alive():
-            with contextlib.suppress(OSError):  # a child that is already going has closed its end
-                self._conn.send(("close",))
-            self._process.join(_EXIT_S)
-            if self._process.is_alive():
-                self._process.kill()
-                self._process.join()
-        self._conn.close()
+        self._finalizer()
 
 
 class InProcessEngine:
