@@ -211,7 +211,7 @@ def real_backend(tmp_path_factory):
     from selfcorrect.sandbox.tiny_hf import build_tiny_model
 
     folder = build_tiny_model("llama", tmp_path_factory.mktemp("tiny") / "tiny-llama")
-    backend = VLLMBackend(str(folder), gpu_memory_utilization=0.2, max_model_len=512)
+    backend = VLLMBackend(str(folder), gpu_memory_utilization=0.2, max_model_len=512, enforce_eager=True)
     yield backend
     backend.close()
 
@@ -252,7 +252,7 @@ def test_real_vllm_close_returns_the_gpu_memory(tmp_path):
 
     folder = build_tiny_model("llama", tmp_path / "tiny-llama")
     before = torch.cuda.mem_get_info()[0]
-    backend = VLLMBackend(str(folder), gpu_memory_utilization=0.3, max_model_len=512)
+    backend = VLLMBackend(str(folder), gpu_memory_utilization=0.3, max_model_len=512, enforce_eager=True)
     held = before - torch.cuda.mem_get_info()[0]
     backend.close()
     after = torch.cuda.mem_get_info()[0]

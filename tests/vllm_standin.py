@@ -105,6 +105,7 @@ class LLM:
     max_model_len: int | None = None
     seed: int = 0
     trust_remote_code: bool = False
+    enforce_eager: bool = False
     tokenizer: Any = None
     finish_reason: str | None = ""  # "": the usual ones above; None: no finish reason at all
     calls: list[tuple[list[dict], list[SamplingParams]]] = field(default_factory=list)

@@ -68,7 +68,8 @@ def parse_outputs(records: Sequence[list[dict[str, Any]]], requests: Sequence[Ge
 
 class VLLMBackend(Backend):
     """A model served by vLLM in a child process. Options are `vllm.LLM`'s own; `seed` seeds the engine (each
-    request still carries its own seed). `tensor_parallel_size` > 1 splits the model over that many GPUs."""
+    request still carries its own seed). `tensor_parallel_size` > 1 splits the model over that many GPUs.
+    `enforce_eager` skips CUDA-graph capture: the engine starts sooner and decodes slower (short runs, tests)."""
 
     name = "vllm"
     supports_logprobs = True
@@ -76,7 +77,7 @@ class VLLMBackend(Backend):
 
     def __init__(self, model: str, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
                  dtype: str = "auto", max_model_len: int | None = None, seed: int = 0,
-                 trust_remote_code: bool = False) -> None:
+                 trust_remote_code: bool = False, enforce_eager: bool = False) -> None:
         if importlib.util.find_spec("vllm") is None:
             raise SelfCorrectError(f"the vllm backend needs vLLM, which is not installed (vllm is missing): "
                                    f"{INSTALL_HINT}")
@@ -90,7 +91,7 @@ class VLLMBackend(Backend):
         engine = EngineProcess({"model": str(model), "tensor_parallel_size": tensor_parallel_size,
                                 "gpu_memory_utilization": gpu_memory_utilization, "dtype": dtype,
                                 "max_model_len": max_model_len, "seed": seed,
-                                "trust_remote_code": trust_remote_code})
+                                "trust_remote_code": trust_remote_code, "enforce_eager": enforce_eager})
         path = Path(str(model)).expanduser()
         self._setup(engine, tokenizer, str(path.resolve()) if path.is_dir() else str(model))
 
