@@ -156,7 +156,7 @@ def _running(server):
 
 
 def _chat(text: str, n: int = 1) -> GenerationRequest:
-    return GenerationRequest(SamplingParams(n=n), messages=[{"role": "user", "content": text}])
+    return GenerationRequest(SamplingParams(temperature=1.0, n=n), messages=[{"role": "user", "content": text}])
 
 
 def test_transient_failures_are_retried_and_retry_after_is_obeyed():
@@ -379,7 +379,8 @@ def test_server_routes_and_openai_shaped_errors(served):
     messages = [{"role": "user", "content": "hi"}]
     cases = [({"model": "tiny", "messages": messages, "stream": True}, 400, "streaming is not supported"),
              ({"model": "other", "messages": messages}, 404, "this server serves 'tiny'"),
-             ({"model": "tiny", "messages": messages, "temperature": -1}, 400, "temperature must be >= 0"),
+             ({"model": "tiny", "messages": messages, "temperature": 3}, 400,
+              "temperature must be 0 (greedy) or in [0.01, 2]"),
              ({"model": "tiny", "messages": []}, 400, "'messages' must be a non-empty list")]
     for body, status, message in cases:
         code, answer = _http(chat, body)
