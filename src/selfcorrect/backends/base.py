@@ -117,7 +117,7 @@ class Generation:
     """One sampled completion. `request_index`/`sample_index` say which request and which of its n samples."""
 
     text: str
-    finish_reason: str  # "stop" (end of sequence or a stop string) or "length"; backends refuse any other
+    finish_reason: str  # "stop" (end of sequence or a stop string) or "length"
     token_ids: list[int] = field(default_factory=list)
     token_logprobs: list[float] | None = None  # of the model's distribution at temperature 1
     token_entropies: list[float] | None = None

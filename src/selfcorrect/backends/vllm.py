@@ -57,8 +57,8 @@ def parse_outputs(records: Sequence[list[dict[str, Any]]], requests: Sequence[Ge
             if reason not in FINISH_REASONS:
                 detail = f", stop reason {completion['stop_reason']!r}" if completion["stop_reason"] else ""
                 raise SelfCorrectError(f"vllm backend: request {request_index} sample {sample_index} ended with "
-                                       f"finish reason {reason!r}{detail}, not 'stop' or 'length'; nothing of "
-                                       f"this round was recorded (rerun with --resume)")
+                                       f"finish reason {reason!r}{detail}, not 'stop' or 'length'; finished "
+                                       f"chunks are kept and --resume retries the rest")
             samples.append(Generation(text=completion["text"], finish_reason=reason,
                                       token_ids=completion["token_ids"], token_logprobs=completion["token_logprobs"],
                                       request_index=request_index, sample_index=sample_index))
