@@ -206,12 +206,19 @@ def real_vllm(test):
     return test
 
 
-@pytest.fixture(scope="module")
-def real_backend(tmp_path_factory):
+def _real_model(folder: Path) -> str:
+    """$SELFCORRECT_VLLM_TEST_MODEL (a model folder: the GPU check passes SmolLM2) or a tiny random Llama built in
+    `folder` (head size 16, which not every vLLM attention kernel takes)."""
     from selfcorrect.sandbox.tiny_hf import build_tiny_model
 
-    folder = build_tiny_model("llama", tmp_path_factory.mktemp("tiny") / "tiny-llama")
-    backend = VLLMBackend(str(folder), gpu_memory_utilization=0.2, max_model_len=512, enforce_eager=True)
+    given = os.environ.get("SELFCORRECT_VLLM_TEST_MODEL")
+    return given if given else str(build_tiny_model("llama", folder / "tiny-llama"))
+
+
+@pytest.fixture(scope="module")
+def real_backend(tmp_path_factory):
+    model = _real_model(tmp_path_factory.mktemp("tiny"))
+    backend = VLLMBackend(model, gpu_memory_utilization=0.2, max_model_len=512, enforce_eager=True)
     yield backend
     backend.close()
 
@@ -248,11 +255,9 @@ def test_real_vllm_batch_invariant_samples_do_not_depend_on_their_batch(real_bac
 def test_real_vllm_close_returns_the_gpu_memory(tmp_path):
     import torch
 
-    from selfcorrect.sandbox.tiny_hf import build_tiny_model
-
-    folder = build_tiny_model("llama", tmp_path / "tiny-llama")
+    model = _real_model(tmp_path)
     before = torch.cuda.mem_get_info()[0]
-    backend = VLLMBackend(str(folder), gpu_memory_utilization=0.3, max_model_len=512, enforce_eager=True)
+    backend = VLLMBackend(model, gpu_memory_utilization=0.3, max_model_len=512, enforce_eager=True)
     held = before - torch.cuda.mem_get_info()[0]
     backend.close()
     after = torch.cuda.mem_get_info()[0]
