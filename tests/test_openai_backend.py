@@ -47,6 +47,16 @@ def test_chat_payload_carries_every_sampling_setting_and_asks_for_logprobs():
                     "seed": 42, "stop": ["\n\n"], "logprobs": True}
 
 
+def test_greedy_n_samples_ask_the_server_for_one_choice_and_repeat_it():
+    """A vLLM server refuses n > 1 at temperature 0, and greedy decoding has one answer anyway."""
+    request = GenerationRequest(SamplingParams(n=3), messages=CHAT)
+    client = _client()
+    assert client.payload(request)[1]["n"] == 1
+    gens = client.parse(request, {"choices": [{"index": 0, "message": {"content": "5"}, "finish_reason": "stop"}]},
+                        chat=True)
+    assert [(g.text, g.sample_index) for g in gens] == [("5", 0), ("5", 1), ("5", 2)]
+
+
 def test_raw_prompts_go_to_completions_and_options_shape_the_body():
     client = _client(logprobs=False, extra_body={"return_tokens_as_token_ids": True})
     path, body = client.payload(GenerationRequest(SamplingParams(), prompt="12 + 7 ="))
