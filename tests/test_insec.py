@@ -216,6 +216,24 @@ def test_no_loss_reaches_the_mistake_tokens_under_the_default_loss(sandbox_dir, 
 
 
 @pytest.mark.slow
+def test_a_round_holds_one_engine_at_a_time_and_none_while_fine_tuning(sandbox_dir, tmp_path, monkeypatch):
+    from engine_ledger import EngineLedger
+    from selfcorrect.methods.insec import run_insec
+    from selfcorrect.training.finetune import FinetuneConfig
+
+    ledger = EngineLedger(monkeypatch)
+    config = InSeCConfig(model=str(sandbox_dir), rounds=1, samples_per_question=2, eval_limit=4,
+                         task_options={"n_digits": 4, "sizes": {"train": 8, "validation": 2, "test": 4}},
+                         finetune=FinetuneConfig(batch_size=8, epochs=1, learning_rate=1e-3))
+    run_insec(config, tmp_path / "run", quiet=True)
+    m0, base, m1 = (str(p) for p in (sandbox_dir, tmp_path / "run" / "round-0" / "model",
+                                      tmp_path / "run" / "round-1" / "model"))
+    assert ledger.events == [("open", m0), ("close", m0),  # round 0's evaluation
+                             ("open", base), ("close", base),  # round 1's on-policy samples
+                             ("finetune", ""), ("open", m1), ("close", m1)]  # its training and evaluation
+
+
+@pytest.mark.slow
 def test_a_two_round_run_trains_equal_steps_and_resumes_without_recomputing(sandbox_dir, tmp_path, monkeypatch):
     from selfcorrect.methods.insec import run_insec
     from selfcorrect.training.finetune import FinetuneConfig

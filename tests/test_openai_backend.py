@@ -47,6 +47,16 @@ def test_chat_payload_carries_every_sampling_setting_and_asks_for_logprobs():
                     "seed": 42, "stop": ["\n\n"], "logprobs": True}
 
 
+def test_greedy_n_samples_ask_the_server_for_one_choice_and_repeat_it():
+    """A vLLM server refuses n > 1 at temperature 0, and greedy decoding has one answer anyway."""
+    request = GenerationRequest(SamplingParams(n=3), messages=CHAT)
+    client = _client()
+    assert client.payload(request)[1]["n"] == 1
+    gens = client.parse(request, {"choices": [{"index": 0, "message": {"content": "5"}, "finish_reason": "stop"}]},
+                        chat=True)
+    assert [(g.text, g.sample_index) for g in gens] == [("5", 0), ("5", 1), ("5", 2)]
+
+
 def test_raw_prompts_go_to_completions_and_options_shape_the_body():
     client = _client(logprobs=False, extra_body={"return_tokens_as_token_ids": True})
     path, body = client.payload(GenerationRequest(SamplingParams(), prompt="12 + 7 ="))
@@ -156,7 +166,7 @@ def _running(server):
 
 
 def _chat(text: str, n: int = 1) -> GenerationRequest:
-    return GenerationRequest(SamplingParams(n=n), messages=[{"role": "user", "content": text}])
+    return GenerationRequest(SamplingParams(temperature=1.0, n=n), messages=[{"role": "user", "content": text}])
 
 
 def test_transient_failures_are_retried_and_retry_after_is_obeyed():
@@ -379,7 +389,8 @@ def test_server_routes_and_openai_shaped_errors(served):
     messages = [{"role": "user", "content": "hi"}]
     cases = [({"model": "tiny", "messages": messages, "stream": True}, 400, "streaming is not supported"),
              ({"model": "other", "messages": messages}, 404, "this server serves 'tiny'"),
-             ({"model": "tiny", "messages": messages, "temperature": -1}, 400, "temperature must be >= 0"),
+             ({"model": "tiny", "messages": messages, "temperature": 3}, 400,
+              "temperature must be 0 (greedy) or in [0.01, 2]"),
              ({"model": "tiny", "messages": []}, 400, "'messages' must be a non-empty list")]
     for body, status, message in cases:
         code, answer = _http(chat, body)

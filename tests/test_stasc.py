@@ -140,6 +140,24 @@ def test_one_iteration_end_to_end_and_resume_after_a_kill_in_fine_tuning(tiny_sa
     assert [r["eval"] for r in resumed["iterations"]] == [r["eval"] for r in full["iterations"]]
 
 
+@pytest.mark.slow
+def test_fixed_init_holds_one_engine_at_a_time_and_none_while_fine_tuning(tiny_sandbox, tmp_path, monkeypatch):
+    """Fixed init samples first answers from M0 and corrections from M_{n-1}: two engines, one after the other."""
+    from engine_ledger import EngineLedger
+    from selfcorrect.methods.stasc import run_stasc
+
+    ledger = EngineLedger(monkeypatch)
+    config = _tiny_config(tiny_sandbox).model_copy(update={"variant": "FNE", "iterations": 2,
+                                                           "eval_splits": ["validation"]})
+    run_stasc(config, tmp_path / "run", quiet=True)
+    assert not ledger.open
+    m0, m1 = str(tiny_sandbox), str(tmp_path / "run" / "iter-1" / "model")
+    after_first_finetune = ledger.events[ledger.events.index(("finetune", "")) + 1:]
+    assert after_first_finetune[:6] == [("open", m1), ("close", m1),  # M1's evaluation
+                                        ("open", m0), ("close", m0),  # iteration 2's first answers, from M0
+                                        ("open", m1), ("close", m1)]  # its corrections, from M1
+
+
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("config_name", "arch"), [("qwen2.5-1.5b-instruct-nq.yaml", "qwen2"),

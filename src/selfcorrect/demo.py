@@ -1,5 +1,6 @@
-"""`make demo`: the sandbox end to end. Pretrain (or load the cached) sandbox model, let it answer the test split
-and correct itself once, and print what happened with intervals.
+"""`make demo`: the sandbox end to end, then a real model. Pretrain (or load the cached) sandbox model, let it answer
+the test split and correct itself once, and print what happened with intervals; then the built-in SmolLM2-135M-
+Instruct answers a few dozen NQ-open questions and reviews its answers once.
 
 The sandbox is reported at temperature 1: its imperfection is the noisy writer's per-step slip rate, which greedy
 decoding removes (see tasks/sandbox_chain.py), so greedy numbers on the default task are at ceiling by design.
@@ -47,7 +48,34 @@ def run_demo(out: Path, seed: int = 0, quiet: bool = False) -> dict[str, Any]:
 
     typer.echo("\nInSeC (on-policy negatives, inline <fix> marker) against plain SFT at the same optimiser steps:")
     insec = run_insec_demo(run_dir.parent / "insec", seed=seed, quiet=quiet)
-    return {"eval": summary, "stasc": stasc, "insec": insec}
+    real = run_demo_real(run_dir.parent / "smollm2", seed, quiet)
+    return {"eval": summary, "stasc": stasc, "insec": insec, "real": real}
+
+
+def run_demo_real(out: Path, seed: int, quiet: bool, questions: int = 40) -> dict[str, Any]:
+    """A real model, briefly: SmolLM2-135M-Instruct (converted from its GGUF file on first use) answers the first
+    `questions` NQ-open questions greedily, then reviews its answer once; the per-round table, read as it is."""
+    from selfcorrect.analysis.metrics import format_table
+    from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+    from selfcorrect.models import SMOLLM2
+
+    config = EvalConfig(task="nq-open", model=SMOLLM2, rounds=1, limit=questions, temperature=0.0,
+                        max_new_tokens=48, seed=seed)
+    summary = run_eval(config, out, quiet=quiet)
+    metrics = summary["metrics"]
+    typer.echo(f"\n{SMOLLM2} ({summary['backend']['dtype']}), first {questions} NQ-open questions, greedy, one review "
+               "round, answer counted right if it contains a gold alias:")
+    typer.echo(format_table(metrics))
+    from selfcorrect.runs import RunFolder
+
+    trajectories = RunFolder(out).read_samples()
+    same = sum(1 for t in trajectories if len(t.model_turns()) > 1
+               and t.model_turns()[0].text.strip() == t.model_turns()[1].text.strip())
+    entropy = [r.get("mean_entropy") for r in summary["uncertainty"]["by_round"]]
+    typer.echo(f"asked to review, it repeated {same} of {len(trajectories)} answers word for word; mean token "
+               f"entropy by round: {', '.join(f'{e:.2f}' for e in entropy if e is not None)}")
+    typer.echo(f"run folder: {out}")
+    return summary
 
 
 def run_demo_stasc(out: Path, model_dir: Path, seed: int, quiet: bool) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from selfcorrect.backends.base import Temperature
 from selfcorrect.config import StrictModel
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.tasks.base import Task
@@ -35,7 +36,7 @@ class SelectConfig(StrictModel):
     model: str | None = "sandbox"
     backend_options: dict[str, Any] = {}
     samples: int = Field(default=5, ge=1)
-    temperature: float = 1.0
+    temperature: Temperature = 1.0
     top_p: float = 1.0
     max_new_tokens: int = Field(default=16, ge=1)
     measure: Literal["answer_entropy", "mean_nll"] = "answer_entropy"
@@ -120,16 +121,21 @@ def run_select(config: SelectConfig, out: str | Path, backend: Any = None, quiet
             require_text(record[name], name, where)
     records = [dict(r) for r in records]
     task = CorpusTask(records, prompt, locations)
-    backend = backend or build_backend(config.backend, config.model, config.backend_options)
     trajectories = start(task, task.examples())
     add_instruction(trajectories, task, get_prompt(prompts, "question"), 1)
     params = SamplingParams(temperature=config.temperature, top_p=config.top_p,
                             max_new_tokens=config.max_new_tokens, n=config.samples)
-    with Progress(quiet=quiet) as progress:
-        progress.add("answering the corpus", len(records))
-        samples = generate(backend, trajectories, task, kind="answer", round_index=1, params=params,
-                           seed=config.seed, fan_out="s", score=False)
-        progress.advance("answering the corpus", len(records))
+    owned = backend is None  # a backend built here is closed here (a vLLM engine holds the GPU until then)
+    backend = backend or build_backend(config.backend, config.model, config.backend_options)
+    try:
+        with Progress(quiet=quiet) as progress:
+            progress.add("answering the corpus", len(records))
+            samples = generate(backend, trajectories, task, kind="answer", round_index=1, params=params,
+                               seed=config.seed, fan_out="s", score=False)
+            progress.advance("answering the corpus", len(records))
+    finally:
+        if owned:
+            backend.close()
     children: dict[str, list[Trajectory]] = {}
     for sample in samples:
         children.setdefault(sample.example.id, []).append(sample)

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from typing import Any
 
-from selfcorrect.backends.base import Backend, Generation, GenerationRequest
+from selfcorrect.backends.base import Backend, Generation, GenerationRequest, repeat_greedy
 from selfcorrect.backends.scripted import truncate_at_stop
 from selfcorrect.errors import SelfCorrectError
 
@@ -318,12 +318,13 @@ class OpenAIBackend(Backend):
                            ", ".join(map(str, served[:5])), self.model)
 
     def parse(self, request: GenerationRequest, response: dict[str, Any], chat: bool) -> list[Generation]:
-        """One response's choices as Generations, ordered by choice index (request_index left 0)."""
+        """One response's choices as Generations, ordered by choice index (request_index left 0); a greedy request
+        asked for one choice, repeated here to its n samples."""
         choices = response.get("choices") if isinstance(response, dict) else None
-        if not isinstance(choices, list) or len(choices) != request.params.n:
+        if not isinstance(choices, list) or len(choices) != request.params.draws:
             count = len(choices) if isinstance(choices, list) else 0
             raise SelfCorrectError(f"OpenAI-compatible server at {self.where} returned {count} choice(s) for "
-                                   f"n={request.params.n}; it may not support n > 1 (use n=1 or another server)")
+                                   f"n={request.params.draws}; it may not support n > 1 (use n=1 or another server)")
         generations = []
         for sample_index, choice in enumerate(sorted(choices, key=lambda c: c.get("index", 0))):
             text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
@@ -342,7 +343,7 @@ class OpenAIBackend(Backend):
                 self.supports_logprobs = False
                 logger.warning("server at %s returned no logprobs; logprob-based metrics will be missing",
                                self.where)
-        return generations
+        return repeat_greedy(generations, request.params)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         if any(r.hidden_layers for r in requests):

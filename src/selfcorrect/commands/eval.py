@@ -13,7 +13,7 @@ from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Resume, Se
 def eval_command(
     out: Annotated[Path, typer.Option(help="Run folder to create (or continue with --resume).")],
     task: Annotated[str | None, typer.Option(help="Task name (see `selfcorrect tasks`).")] = None,
-    model: Annotated[str | None, typer.Option(help="Model folder or hub id; `sandbox` = the sandbox model.")] = None,
+    model: Annotated[str | None, typer.Option(help="Built-in model (`selfcorrect models`), folder or hub id.")] = None,
     backend: Annotated[str | None, typer.Option(help="Backend: hf, openai, vllm, scripted.")] = None,
     method: Annotated[str | None, typer.Option(help="intrinsic (default), cac or self-refine-style.")] = None,
     rounds: Annotated[int | None, typer.Option(help="Review rounds (or check/answer rounds) after the first "

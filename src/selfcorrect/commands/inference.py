@@ -15,7 +15,7 @@ def select_command(
     out: Annotated[Path | None, typer.Option(help="JSONL file for the chosen records.")] = None,
     prompt: Annotated[str | None, typer.Option(help="Prompt name over the record's keys, e.g. "
                                                     "select-bias-question.")] = None,
-    model: Annotated[str | None, typer.Option(help="Model folder or hub id; `sandbox` = the sandbox model.")] = None,
+    model: Annotated[str | None, typer.Option(help="Built-in model (`selfcorrect models`), folder or hub id.")] = None,
     backend: Annotated[str | None, typer.Option(help="Backend: hf, openai, vllm, scripted.")] = None,
     samples: Annotated[int | None, typer.Option(help="Answers sampled per record.")] = None,
     measure: Annotated[str | None, typer.Option(help="answer_entropy or mean_nll.")] = None,

@@ -35,7 +35,7 @@ def stasc_command(
     n_init: Annotated[int | None, typer.Option("--n-init", help="Initial answers per question.")] = None,
     n_corr: Annotated[int | None, typer.Option("--n-corr", help="Corrections per initial answer.")] = None,
     temperature: Annotated[float | None, typer.Option(help="Sampling temperature for training data.")] = None,
-    model: Annotated[str | None, typer.Option(help="M0: model folder, hub id, or `sandbox`.")] = None,
+    model: Annotated[str | None, typer.Option(help="M0: built-in model name, folder or hub id.")] = None,
     task: Annotated[str | None, typer.Option(help="Task name.")] = None,
     report_to: Annotated[str | None, typer.Option("--report-to", help="wandb, mlflow or tensorboard.")] = None,
     seed: SeedOverride = None,

@@ -19,13 +19,14 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
 
-from selfcorrect.backends.base import Backend, SamplingParams, request_seed
+from selfcorrect.backends.base import Backend, SamplingParams, Temperature, request_seed
 from selfcorrect.config import StrictModel
 from selfcorrect.methods.insec_data import (
     Granularity,
@@ -69,7 +70,7 @@ class InSeCConfig(StrictModel):
     rounds: int = Field(1, ge=1)
     #: On-policy samples per training question per round (temperature `sample_temperature`).
     samples_per_question: int = Field(2, ge=1)
-    sample_temperature: float = 1.0
+    sample_temperature: Temperature = 1.0
     #: Training sequences per round (None = one per training question); equal for every arm of a comparison.
     examples_per_round: int | None = Field(None, ge=1)
     #: Each round trains the previous round's model (True) or the base model again (False).
@@ -84,7 +85,7 @@ class InSeCConfig(StrictModel):
     eval_split: str = "test"
     eval_limit: int | None = None
     #: The sandbox is measured sampled: greedy decoding removes its noisy writer's slips (tasks/sandbox_chain.py).
-    eval_temperature: float = 1.0
+    eval_temperature: Temperature = 1.0
     #: None = twice the task's answer length, so one full rewrite fits after a marker.
     max_new_tokens: int | None = Field(None, ge=1)
     question_prompt: str = "question"
@@ -201,9 +202,9 @@ def evaluate(model_dir: Path, task: Task, kit: MistakeKit, config: InSeCConfig, 
     and `metadata["insec"]` keeps the marker counts, so metrics come from the saved trajectories alone."""
     from selfcorrect.methods.intrinsic import build_backend
 
-    backend = build_backend(config.backend, str(model_dir), config.backend_options)
     examples = task.examples(config.eval_split, config.eval_limit)
-    trajectories = answer(backend, task, examples, config, config.params(task, config.eval_temperature), seed)
+    with closing(build_backend(config.backend, str(model_dir), config.backend_options)) as backend:
+        trajectories = answer(backend, task, examples, config, config.params(task, config.eval_temperature), seed)
     reasons = marker_tokens(kit, config.granularity, config.marker, config.reasons)[1:]
     read = reader(kit, config.granularity, config.marker, reasons, task.score)
     for traj in trajectories:
@@ -264,9 +265,13 @@ def run_insec(config: InSeCConfig, out: str | Path, resume: bool = False, quiet:
         started = time.perf_counter()
         samples = None
         if config.negatives == "on_policy":
-            samples = store.trajectories(f"round-{r}/samples.jsonl", lambda p=previous, s=seed: answer(
-                build_backend(config.backend, str(p), config.backend_options), task, train_examples, config,
-                config.params(task, config.sample_temperature, config.samples_per_question), s))
+            def sample(model: Path = previous, seed: int = seed) -> list[Trajectory]:
+                # closed before fine-tuning starts: a vLLM engine holds most of the GPU until it is closed
+                with closing(build_backend(config.backend, str(model), config.backend_options)) as backend:
+                    return answer(backend, task, train_examples, config,
+                                  config.params(task, config.sample_temperature, config.samples_per_question), seed)
+
+            samples = store.trajectories(f"round-{r}/samples.jsonl", sample)
         timings[f"round-{r}/sampling_s"] = time.perf_counter() - started
         data = store.json(f"round-{r}/data.json",
                           lambda s=samples, seed=seed: build_training_set(prompted, s, task, kit, config, seed))

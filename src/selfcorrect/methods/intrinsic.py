@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field
 
 from selfcorrect.backends import load_backend
-from selfcorrect.backends.base import Backend, SamplingParams
+from selfcorrect.backends.base import Backend, SamplingParams, Temperature
 from selfcorrect.config import StrictModel
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.methods.stopping import StopRule, finish
@@ -57,7 +57,7 @@ class EvalConfig(StrictModel):
     method: Method = "intrinsic"
     #: Review rounds (intrinsic) or (check, answer) repetitions (cac, self-refine-style) after the first answer.
     rounds: int = Field(default=1, ge=0)
-    temperature: float = 0.0
+    temperature: Temperature = 0.0
     top_p: float = 1.0
     max_new_tokens: int | None = None
     seed: int = 0
@@ -298,10 +298,27 @@ def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, quiet: b
     examples = task.examples(config.split, config.limit)
     config = resolve(config)
     run = RunFolder.open(out, config.model_dump(), resume=resume)
-    backend = backend or build_backend(config.backend, config.model, config.backend_options, cache=cache)
-    check_hidden(config, backend)
-    option_scoring, option_note = plan_option_scoring(config, backend, examples)
-    grouping = answer_grouping(config)  # loads the NLI model now: a bad one fails before any generation
+    owned = backend is None  # a backend built here is closed here (a vLLM engine holds the GPU until then)
+    try:
+        backend = backend or build_backend(config.backend, config.model, config.backend_options, cache=cache)
+        check_hidden(config, backend)
+        option_scoring, option_note = plan_option_scoring(config, backend, examples)
+        grouping = answer_grouping(config)  # loads the NLI model now: a bad one fails before any generation
+    except BaseException:  # the decorator removes a fresh run folder; the engine is ours to free
+        if owned and backend is not None:
+            backend.close()
+        raise
+    try:
+        return _answer(config, task, examples, run, backend, (option_scoring, option_note), grouping, quiet)
+    finally:
+        if owned:
+            backend.close()
+
+
+def _answer(config: EvalConfig, task: Task, examples: list, run: RunFolder, backend: Backend,
+            option_plan: tuple[bool, str], grouping: Grouping | None, quiet: bool) -> dict[str, Any]:
+    """Answer every example not yet done, chunk by chunk, then write and return the summary."""
+    option_scoring, option_note = option_plan
     done = run.done_ids()
     chunks = [examples[i:i + config.chunk_size] for i in range(0, len(examples), config.chunk_size)]
     todo = [(index, chunk) for index, chunk in enumerate(chunks) if any(ex.id not in done for ex in chunk)]

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
 
-from selfcorrect.backends.base import Backend, SamplingParams, request_seed
+from selfcorrect.backends.base import Backend, SamplingParams, Temperature, request_seed
 from selfcorrect.config import StrictModel
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.methods.steps import StepStore
@@ -64,7 +65,7 @@ class STaSCConfig(StrictModel):
     iterations: int = Field(3, ge=1)
     n_init: int = Field(4, ge=1)
     n_corr: int = Field(4, ge=1)
-    temperature: float = 1.0
+    temperature: Temperature = 1.0
     top_p: float = 1.0
     max_new_tokens: int | None = None
     train_split: str = "train"
@@ -73,10 +74,10 @@ class STaSCConfig(StrictModel):
     replay_share: float = Field(0.0, ge=0.0, lt=1.0)
     replay_source: Literal["correct_first_attempts", "pretraining"] = "correct_first_attempts"
     eval_splits: list[str] = ["validation", "test"]
-    eval_temperatures: list[float] = [1.0, 0.0]
+    eval_temperatures: list[Temperature] = [1.0, 0.0]
     eval_limit: int | None = None
     select_split: str = "validation"
-    select_temperature: float = 1.0
+    select_temperature: Temperature = 1.0
     question_prompt: str = "question"
     review_prompt: str = "review"
     prompts_file: str | None = None
@@ -119,14 +120,8 @@ def accepted(trajectory: Trajectory, rule: str) -> bool:
 def sample_pairs(init_backend: Backend, corr_backend: Backend, task: Task, examples: list, config: STaSCConfig,
                  seed: int) -> list[Trajectory]:
     """N_init initial answers per question, then N_corr corrections of each: two backend calls in all."""
-    prompts = load_prompts(config.prompts_file)
-    trajectories = start(task, examples)
-    add_instruction(trajectories, task, get_prompt(prompts, config.question_prompt), 1)
-    trajectories = generate(init_backend, trajectories, task, kind="answer", round_index=1,
-                            params=config.sampling(task, config.n_init), seed=seed, fan_out="a")
-    add_instruction(trajectories, task, get_prompt(prompts, config.review_prompt), 2)
-    return generate(corr_backend, trajectories, task, kind="correction", round_index=2,
-                    params=config.sampling(task, config.n_corr), seed=seed, fan_out="c")
+    first = sample_first_attempts(init_backend, task, examples, config, config.n_init, seed)
+    return sample_corrections(corr_backend, first, task, config, seed)
 
 
 def sample_first_attempts(backend: Backend, task: Task, examples: list, config: STaSCConfig, n: int,
@@ -136,6 +131,14 @@ def sample_first_attempts(backend: Backend, task: Task, examples: list, config: 
     add_instruction(trajectories, task, get_prompt(prompts, config.question_prompt), 1)
     return generate(backend, trajectories, task, kind="answer", round_index=1, params=config.sampling(task, n),
                     seed=seed, fan_out="a")
+
+
+def sample_corrections(backend: Backend, trajectories: list[Trajectory], task: Task, config: STaSCConfig,
+                       seed: int) -> list[Trajectory]:
+    """N_corr corrections of each initial answer, in one backend call."""
+    add_instruction(trajectories, task, get_prompt(load_prompts(config.prompts_file), config.review_prompt), 2)
+    return generate(backend, trajectories, task, kind="correction", round_index=2,
+                    params=config.sampling(task, config.n_corr), seed=seed, fan_out="c")
 
 
 def _counts(trajectories: list[Trajectory]) -> dict[str, int]:
@@ -296,13 +299,22 @@ def run_stasc(config: STaSCConfig, out: str | Path, resume: bool = False, quiet:
         started = time.perf_counter()
 
         def generation(n=n, previous=previous, seed=seed) -> list[Trajectory]:
-            latest = build_backend(config.backend, str(previous), config.backend_options)
+            # One engine at a time, each closed before the next is built and before fine-tuning: a vLLM engine
+            # holds most of the GPU until it is closed.
+            def engine(model: Path) -> closing[Backend]:
+                return closing(build_backend(config.backend, str(model), config.backend_options))
+
             if config.method != "stasc":
                 samples = config.n_init * (1 + config.n_corr)  # the same generation budget as STaSC
-                return sample_first_attempts(latest, task, train_examples, config, samples, seed)
-            init = latest if config.evolving_init or n == 1 else build_backend(config.backend, str(m0),
-                                                                                config.backend_options)
-            return sample_pairs(init, latest, task, train_examples, config, seed)
+                with engine(previous) as latest:
+                    return sample_first_attempts(latest, task, train_examples, config, samples, seed)
+            if config.evolving_init or n == 1:
+                with engine(previous) as latest:
+                    return sample_pairs(latest, latest, task, train_examples, config, seed)
+            with engine(m0) as init:
+                first = sample_first_attempts(init, task, train_examples, config, config.n_init, seed)
+            with engine(previous) as latest:
+                return sample_corrections(latest, first, task, config, seed)
 
         pairs = store.trajectories(f"iter-{n}/generation.jsonl", generation)
         timings[f"iter-{n}/generation_s"] = time.perf_counter() - started
