@@ -106,7 +106,9 @@ def test_eviction_and_chunking_change_no_output(backend, monkeypatch, temperatur
 def test_chunks_follow_length_order_batch_size_and_budget(backend, monkeypatch):
     order = [3, 0, 2, 1]
     monkeypatch.setattr(backend, "batch_size", 3)
-    assert backend._chunks(order, lambda chunk: 0) == [[3, 0, 2], [1]]
+    assert backend._chunks(order, lambda chunk: 0) == [[3, 0], [2, 1]]  # batch size 3: two even chunks
     monkeypatch.setattr(backend, "memory_bytes", 100)
     assert backend._chunks(order, lambda chunk: 60 * len(chunk)) == [[3], [0], [2], [1]]
     assert backend._chunks(order, lambda chunk: 10_000) == [[3], [0], [2], [1]]  # too big alone still runs
+    monkeypatch.setattr(backend, "batch_size", 100)
+    assert backend._chunks(list(range(5)), lambda chunk: 25 * len(chunk)) == [[0, 1, 2], [3, 4]]  # not 4 + 1

@@ -62,7 +62,7 @@ class HFBackend(Backend):
     supports_scoring = True
 
     def __init__(self, model: str = "sandbox", device: str = "cpu", dtype: str = "auto", batch_size: int = 256,
-                 memory_mb: int = 1536, trust_remote_code: bool = False, revision: str | None = None) -> None:
+                 memory_mb: int = 2048, trust_remote_code: bool = False, revision: str | None = None) -> None:
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         from selfcorrect.models import resolve_model
 
@@ -90,7 +90,7 @@ class HFBackend(Backend):
 
     @classmethod
     def from_objects(cls, model: Any, tokenizer: Any, name: str = "in-memory", batch_size: int = 256,
-                     memory_mb: int = 1536) -> HFBackend:
+                     memory_mb: int = 2048) -> HFBackend:
         """Wrap an already-loaded model and tokenizer (e.g. a model in training), so it samples through this loop."""
         backend = cls.__new__(cls)
         backend._setup(model, tokenizer, name, batch_size, memory_mb)
@@ -144,16 +144,25 @@ class HFBackend(Backend):
 
     def _chunks(self, order: list[int], cost: Any) -> list[list[int]]:
         """Consecutive runs of `order` (indices sorted by prompt length), each within `batch_size` items and within
-        the memory budget by `cost(indices) -> bytes`; an item too big on its own still gets a chunk."""
-        chunks: list[list[int]] = []
+        the memory budget by `cost(indices) -> bytes`; an item too big on its own still gets a chunk.
+
+        Runs are as even as the budget allows: 64 rows that fit 63 at a time become two chunks of 32, not 63 and a
+        lone row that would then decode at batch 1 for as long as the others did together.
+        """
+        greedy: list[list[int]] = []
         current: list[int] = []
         for i in order:
             trial = [*current, i]
             if current and (len(trial) > self.batch_size or cost(trial) > self.memory_bytes):
-                chunks.append(current)
+                greedy.append(current)
                 trial = [i]
             current = trial
-        return [*chunks, current] if current else chunks
+        greedy = [*greedy, current] if current else greedy
+        size = -(-len(order) // max(1, len(greedy)))
+        even = [order[start:start + size] for start in range(0, len(order), size)]
+        if len(even) == len(greedy) and all(len(c) == 1 or cost(c) <= self.memory_bytes for c in even):
+            return even
+        return greedy
 
     def _decode_bytes(self, rows: list[Row]) -> int:
         width = max(len(r.prompt_ids) for r in rows)
