@@ -52,7 +52,7 @@ def run_demo(out: Path, seed: int = 0, quiet: bool = False) -> dict[str, Any]:
     return {"eval": summary, "stasc": stasc, "insec": insec, "real": real}
 
 
-def run_demo_real(out: Path, seed: int, quiet: bool, questions: int = 40) -> dict[str, Any]:
+def run_demo_real(out: Path, seed: int, quiet: bool, questions: int = 30) -> dict[str, Any]:
     """A real model, briefly: SmolLM2-135M-Instruct (converted from its GGUF file on first use) answers the first
     `questions` NQ-open questions greedily, then reviews its answer once; the per-round table, read as it is."""
     from selfcorrect.analysis.metrics import format_table
@@ -60,7 +60,7 @@ def run_demo_real(out: Path, seed: int, quiet: bool, questions: int = 40) -> dic
     from selfcorrect.models import SMOLLM2
 
     config = EvalConfig(task="nq-open", model=SMOLLM2, rounds=1, limit=questions, temperature=0.0,
-                        max_new_tokens=48, seed=seed)
+                        max_new_tokens=32, seed=seed)
     summary = run_eval(config, out, quiet=quiet)
     metrics = summary["metrics"]
     typer.echo(f"\n{SMOLLM2} ({summary['backend']['dtype']}), first {questions} NQ-open questions, greedy, one review "
