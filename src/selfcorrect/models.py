@@ -13,6 +13,7 @@ which keeps working where the hub is reachable. `SELFCORRECT_CACHE` moves the ca
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -116,9 +117,11 @@ def convert_gguf(source: Path, out: Path) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # GGUF loading logs every tensor's conversion
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
-        loaded = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
+    hf_logging.disable_progress_bar()  # the caller draws one labelled bar for the whole conversion
+    try:  # transformers' GGUF reader draws a raw tqdm bar of its own on stderr
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):
+            tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+            loaded = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name, dtype=torch.float32)
     finally:
         hf_logging.set_verbosity(verbosity)
     config = loaded.config
