@@ -227,7 +227,7 @@ TASK = {"task": "sandbox-chain", "task_options": {"n_digits": 4, "sizes": {"test
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     return tiny_model_dir("gpt2", tmp_path_factory.mktemp("tiny-models"))
 

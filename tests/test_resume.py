@@ -20,7 +20,7 @@ from selfcorrect.runs import write_yaml
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory) -> Path:
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     return tiny_model_dir("llama", tmp_path_factory.mktemp("models"))
 

@@ -83,7 +83,7 @@ class FakeLLM:
 
 @pytest.fixture(scope="module")
 def llama_tokenizer():
-    from selfcorrect.sandbox.tiny_hf import build_tokenizer
+    from selfcorrect.testing.tiny_hf import build_tokenizer
 
     return build_tokenizer("llama")
 
@@ -148,7 +148,7 @@ def _why_no_real_vllm() -> str | None:
 @pytest.mark.slow
 @pytest.mark.skipif(_why_no_real_vllm() is not None, reason=str(_why_no_real_vllm()))
 def test_real_vllm_answers_a_round_with_seeded_samples_and_logprobs(tmp_path):
-    from selfcorrect.sandbox.tiny_hf import build_tiny_model
+    from selfcorrect.testing.tiny_hf import build_tiny_model
 
     folder = build_tiny_model("llama", tmp_path / "tiny-llama")
     backend = VLLMBackend(str(folder), gpu_memory_utilization=0.2, max_model_len=512)
