@@ -69,9 +69,9 @@ def build_model(config: PretrainConfig) -> Any:
     """A GPT-2 with learned absolute positions: at this size RoPE Llama failed to learn digit alignment on CPU."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from selfcorrect.models import declare_causal_lm_loss
     from selfcorrect.sandbox.data import BOS, EOS
     from selfcorrect.sandbox.tokenizer import VOCAB
-    from selfcorrect.training.finetune import declare_causal_lm_loss
 
     gpt_config = GPT2Config(vocab_size=len(VOCAB), n_positions=sequence_length(config.n_digits) + 8,
                             n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head,
