@@ -17,7 +17,7 @@ from selfcorrect.backends.cache import CachedBackend, GenerationCache
 from selfcorrect.backends.openai import OpenAIBackend
 from selfcorrect.backends.scripted import ScriptedBackend
 from selfcorrect.errors import SelfCorrectError
-from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+from selfcorrect.methods.evaluate import EvalConfig, run_eval
 
 
 def _echo(request, sample):

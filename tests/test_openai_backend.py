@@ -18,7 +18,7 @@ from selfcorrect.backends.base import Backend, GenerationRequest, SamplingParams
 from selfcorrect.backends.openai import OpenAIBackend, parse_logprobs
 from selfcorrect.cli import main
 from selfcorrect.errors import SelfCorrectError
-from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+from selfcorrect.methods.evaluate import EvalConfig, run_eval
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

@@ -16,7 +16,7 @@ import typer
 
 def run_demo(out: Path, seed: int = 0, quiet: bool = False) -> dict[str, Any]:
     from selfcorrect.analysis.metrics import format_table
-    from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+    from selfcorrect.methods.evaluate import EvalConfig, run_eval
     from selfcorrect.sandbox.cache import ensure_sandbox
     from selfcorrect.sandbox.pretrain import load_report
 

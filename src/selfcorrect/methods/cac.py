@@ -38,7 +38,7 @@ from selfcorrect.backends.base import request_seed
 from selfcorrect.trajectory import Trajectory, Turn, Verdict
 
 if TYPE_CHECKING:
-    from selfcorrect.methods.intrinsic import EvalConfig, Session
+    from selfcorrect.methods.session import EvalConfig, Session
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,7 @@ def option_strings(example: Example) -> list[str] | None:
 
 def cannot_score(backend: Backend) -> str | None:
     """Why `backend` cannot score options (one line for the summary or an error), or None when it can."""
-    if backend.name == "hf" and hasattr(backend, "model") and hasattr(backend, "prompt_ids"):
+    if backend.supports_option_scoring:
         return None
     return (f"backend {backend.name!r} cannot score option likelihoods (teacher-forced scoring needs the hf "
             "backend's model)")

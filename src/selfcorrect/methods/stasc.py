@@ -226,7 +226,7 @@ def _budget(config: STaSCConfig, iteration: int) -> dict[str, int] | None:
 
 def evaluate(model_dir: Path, run: Path, prefix: str, config: STaSCConfig, quiet: bool) -> dict[str, Any]:
     """acc@t1, acc@t2 and flips on every eval split and temperature, each an ordinary resumable `eval` run."""
-    from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+    from selfcorrect.methods.evaluate import EvalConfig, run_eval
 
     results: dict[str, Any] = {}
     for split in config.eval_splits:
@@ -277,13 +277,12 @@ def _row(iteration: int, evals: dict[str, Any], training: dict[str, Any] | None,
 
 @removes_fresh_output_on_error
 def run_stasc(config: STaSCConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
-    from selfcorrect.methods.intrinsic import build_backend
-    from selfcorrect.models import resolve_model
+    from selfcorrect.backends import build_backend, model_weights
 
     task = get_task(config.task, **config.task_options)
     run = RunFolder.open(out, config.model_dump(), resume=resume)
     store = StepStore(run.path)
-    m0 = Path(resolve_model(config.model)) if config.backend == "hf" else Path(config.model)
+    m0 = model_weights(config.backend, config.model)
     train_examples = task.examples(config.train_split, config.train_limit)
     timings: dict[str, float] = {}
     tracker = Tracker(config.report_to, run.path, config.model_dump())
