@@ -14,7 +14,7 @@ from selfcorrect.config import build_config
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.methods.insec import InSeCConfig, _prompted, build_training_set
 from selfcorrect.methods.insec_data import marker_metrics, negative_from, read_output, reader
-from selfcorrect.tasks.corruptions import get_kit
+from selfcorrect.tasks import get_kit
 from selfcorrect.tasks.sandbox_chain import SandboxChainTask
 from selfcorrect.trajectory import Example, Trajectory, Turn, Verdict
 

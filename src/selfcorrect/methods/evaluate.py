@@ -179,15 +179,5 @@ def build_summary(config: EvalConfig, task: Task, backend: Backend, trajectories
         "timings": timings}
     if config.method == "cac":
         summary["checks"] = check_summary(trajectories, config)
-    summary.update(task_extras(task, trajectories))
+    summary.update(task.extras(trajectories))
     return summary
-
-
-def task_extras(task: Task, trajectories: list) -> dict[str, Any]:
-    """Task-specific facts worth printing beside the metrics (the sandbox's lucky-hit rate)."""
-    from selfcorrect.tasks.sandbox_chain import SandboxChainTask, lucky_hit_rate
-
-    if not isinstance(task, SandboxChainTask):
-        return {}
-    first = [t.model_turns()[0].verdict for t in trajectories if t.model_turns()]
-    return {"lucky_hit_rate_t1": lucky_hit_rate([v for v in first if v is not None])}

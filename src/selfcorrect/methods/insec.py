@@ -42,8 +42,8 @@ from selfcorrect.methods.steps import StepStore
 from selfcorrect.prompts import get_prompt, load_prompts
 from selfcorrect.rounds import add_instruction, generate, start
 from selfcorrect.runs import RunFolder, removes_fresh_output_on_error
-from selfcorrect.tasks import Task, get_task
-from selfcorrect.tasks.corruptions import MistakeKit, get_kit
+from selfcorrect.tasks import Task, get_kit, get_task
+from selfcorrect.tasks.corruptions import MistakeKit
 from selfcorrect.training.finetune import FinetuneConfig
 from selfcorrect.trajectory import Trajectory, Verdict
 

@@ -192,14 +192,11 @@ def select_training_set(generation: list[Trajectory], config: STaSCConfig, seed:
 
 def pretraining_replay(config: STaSCConfig, count: int, seed: int) -> list[list[dict[str, str]]]:
     """Replay from the pretraining distribution; only sandbox tasks can generate theirs."""
-    from selfcorrect.sandbox.pretrain import writer_replay
-    from selfcorrect.tasks.sandbox_chain import SandboxChainTask
-
-    task = get_task(config.task, **config.task_options)
-    if not isinstance(task, SandboxChainTask):
+    replay = get_task(config.task, **config.task_options).pretraining_replay(count, seed)
+    if replay is None:
         raise SelfCorrectError(f"replay_source 'pretraining' needs a sandbox task that can generate its pretraining "
                                f"data; task {config.task!r} cannot (use 'correct_first_attempts')")
-    return writer_replay(task, count, seed) if count else []
+    return replay
 
 
 def gold_answer(trajectory: Trajectory) -> str:
