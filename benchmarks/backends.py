@@ -121,7 +121,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
         if args.tiny:
-            from selfcorrect.sandbox.tiny_hf import build_tiny_model
+            from selfcorrect.testing.tiny_hf import build_tiny_model
 
             args.model = str(build_tiny_model("gpt2", Path(scratch) / "tiny-gpt2"))
         elif args.model is None:

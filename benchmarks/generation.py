@@ -2,7 +2,7 @@
 
     python benchmarks/generation.py --model DIR [--out results.json] [--new-tokens 32] [--threads 1]
 
-Without --model, a tiny random GPT-2 is built with `selfcorrect.sandbox.tiny_hf` in a temporary folder.
+Without --model, a tiny random GPT-2 is built with `selfcorrect.testing.tiny_hf` in a temporary folder.
 
 Every configuration (implementation x batch size x greedy/sampled) runs in a fresh subprocess, so peak memory is
 that configuration's own: `resource.getrusage(RUSAGE_SELF).ru_maxrss` read after loading the model and again after
@@ -45,7 +45,7 @@ def _prompts(batch: int, model_dir: str) -> list[str]:
         questions = get_task("sandbox-chain").questions("test")[:batch]
         return [tokenizer.apply_chat_template([{"role": "user", "content": q}], add_generation_prompt=True,
                                               tokenize=False) for q in questions]
-    from selfcorrect.sandbox.tiny_hf import synthetic_corpus
+    from selfcorrect.testing.tiny_hf import synthetic_corpus
 
     lines = synthetic_corpus(n_lines=max(batch, 16), seed=1)
     return [" ".join(line.split()[:12]) for line in lines[:batch]]
@@ -155,7 +155,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as scratch:
         if args.model is None:
-            from selfcorrect.sandbox.tiny_hf import build_tiny_model
+            from selfcorrect.testing.tiny_hf import build_tiny_model
 
             args.model = str(build_tiny_model("gpt2", Path(scratch) / "tiny-gpt2"))
             print(f"no --model given: built a tiny random gpt2 in {args.model}")

@@ -82,7 +82,7 @@ def main() -> None:
     os.environ.update({"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"})
     with tempfile.TemporaryDirectory() as tmp:
         if args.tiny:
-            from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+            from selfcorrect.testing.tiny_hf import tiny_model_dir
 
             model = str(tiny_model_dir("llama", tmp))
         else:

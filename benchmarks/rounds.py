@@ -53,7 +53,8 @@ def main() -> None:
 
     import torch
 
-    from selfcorrect.methods.intrinsic import EvalConfig, build_backend, run_eval
+    from selfcorrect.backends import build_backend
+    from selfcorrect.methods.evaluate import EvalConfig, run_eval
 
     torch.set_num_threads(args.threads)
     config = EvalConfig(task="sandbox-chain", task_options={"sizes": {"test": args.questions}}, model=args.model,

@@ -15,10 +15,12 @@ class EngineLedger:
     def __init__(self, monkeypatch: Any) -> None:
         self.open: dict[int, str] = {}
         self.events: list[tuple[str, str]] = []
-        intrinsic = importlib.import_module("selfcorrect.methods.intrinsic")
+        backends = importlib.import_module("selfcorrect.backends")
+        evaluate = importlib.import_module("selfcorrect.methods.evaluate")  # imported it at module level
         finetune_module = importlib.import_module("selfcorrect.training.finetune")  # the package re-exports it
-        self._build, self._finetune = intrinsic.build_backend, finetune_module.finetune
-        monkeypatch.setattr(intrinsic, "build_backend", self.build)
+        self._build, self._finetune = backends.build_backend, finetune_module.finetune
+        monkeypatch.setattr(backends, "build_backend", self.build)
+        monkeypatch.setattr(evaluate, "build_backend", self.build)
         monkeypatch.setattr(finetune_module, "finetune", self.finetune)
 
     def build(self, name: str, model: str | None, *args: Any, **kwargs: Any) -> Any:

@@ -68,7 +68,7 @@ def test_advbench_attack_success_by_refusal_detection():
 def tiny_models(tmp_path_factory):
     import torch
 
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     torch.set_num_threads(1)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

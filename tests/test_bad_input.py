@@ -53,7 +53,7 @@ class Workspace:
 
 @pytest.fixture(scope="module")
 def space(tmp_path_factory) -> Workspace:
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     root = tmp_path_factory.mktemp("bad-input")
     short = root / "short-llama"

@@ -10,7 +10,7 @@ import pytest
 from selfcorrect.backends.scripted import ScriptedBackend
 from selfcorrect.cli import main
 from selfcorrect.methods.cac import SPECS, spec_for
-from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+from selfcorrect.methods.evaluate import EvalConfig, run_eval
 from selfcorrect.tasks import get_task
 
 OPTIONS = {"n_digits": 4, "sizes": {"train": 4, "validation": 4, "test": 20}}

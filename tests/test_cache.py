@@ -17,7 +17,7 @@ from selfcorrect.backends.cache import CachedBackend, GenerationCache
 from selfcorrect.backends.openai import OpenAIBackend
 from selfcorrect.backends.scripted import ScriptedBackend
 from selfcorrect.errors import SelfCorrectError
-from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+from selfcorrect.methods.evaluate import EvalConfig, run_eval
 
 
 def _echo(request, sample):
@@ -145,3 +145,14 @@ def test_concurrent_processes_share_one_file_without_corrupting_it(tmp_path):
     assert all(len(json.loads(value)) == 2 for (value,) in rows)
     misses = sum(int(out.split()[1]) for out, _ in outcomes)
     assert 320 <= misses <= 3 * 220  # every prompt missed at least once; no worker missed one it had stored
+
+
+def test_the_wrapper_keeps_the_capability_flags_of_what_it_wraps(tmp_path):
+    """Option scoring asks `supports_option_scoring`; behind the cache the answer must still be the backend's."""
+    from selfcorrect.methods.option_scoring import cannot_score
+
+    class Scoring(ScriptedBackend):
+        supports_option_scoring = True
+
+    assert cannot_score(CachedBackend(Scoring(default="x"), tmp_path / "a.sqlite")) is None
+    assert "cannot score" in cannot_score(CachedBackend(ScriptedBackend(default="x"), tmp_path / "b.sqlite"))

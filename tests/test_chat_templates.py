@@ -30,7 +30,7 @@ SEGMENTS = [("The answer is 6.", "neg"), (" Wait, let me check.", "none"), (" Th
 
 
 def _tokenizer(family: str, bos: str | None, eos: str, extra: tuple[str, ...], template: str):
-    from selfcorrect.sandbox.tiny_hf import build_tokenizer
+    from selfcorrect.testing.tiny_hf import build_tokenizer
 
     tokenizer = build_tokenizer(family)
     tokenizer.add_special_tokens({"eos_token": eos, **({"bos_token": bos} if bos else {}),
@@ -128,7 +128,7 @@ def test_content_with_surrounding_whitespace_is_trained_as_rendered(tokenizers, 
 def test_prefixes_give_the_same_masks_as_generation_markers(arch, loss_on):
     """The tiny models' templates mark assistant turns with `{% generation %}`; the same templates without the
     markers must give identical records through the prefix-by-prefix path."""
-    from selfcorrect.sandbox.tiny_hf import build_tokenizer
+    from selfcorrect.testing.tiny_hf import build_tokenizer
 
     tag = re.compile(r"\{%-?\s*(end)?generation\s*-?%\}")
     marked = build_tokenizer(arch)
@@ -143,7 +143,7 @@ def test_prefixes_give_the_same_masks_as_generation_markers(arch, loss_on):
 
 
 def _plain(template: str):
-    from selfcorrect.sandbox.tiny_hf import build_tokenizer
+    from selfcorrect.testing.tiny_hf import build_tokenizer
 
     tokenizer = build_tokenizer("qwen2")
     tokenizer.chat_template = template

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from selfcorrect.errors import SelfCorrectError
-from selfcorrect.tasks.corruptions import first_wrong_step, get_corruptions, get_kit
+from selfcorrect.tasks import get_kit
+from selfcorrect.tasks.corruptions import first_wrong_step
 from selfcorrect.tasks.sandbox_chain import SandboxChainTask, first_error
 from selfcorrect.trajectory import Example
 
@@ -33,7 +34,7 @@ def test_first_wrong_step_covers_equal_different_short_and_long():
 
 @pytest.mark.parametrize("seed", range(20))
 def test_sandbox_corruptions_make_exactly_their_mistake(seed):
-    corruptions = get_corruptions("sandbox-chain")
+    corruptions = get_kit("sandbox-chain").corruptions
     rng = np.random.default_rng(seed)
     question = [1, 2, 3, 4]
 
@@ -59,7 +60,7 @@ def test_sandbox_corruptions_make_exactly_their_mistake(seed):
 
 def test_sandbox_corruptions_are_reproducible_and_wrong_on_real_questions():
     task = SandboxChainTask()
-    corruptions = get_corruptions("sandbox-chain")
+    corruptions = get_kit("sandbox-chain").corruptions
     for example in task.examples("train", 30):
         for name, corrupt in corruptions.items():
             first = corrupt(example, np.random.default_rng(3))
@@ -71,15 +72,15 @@ def test_qa_corruptions_swap_in_another_example_or_slip():
     pool = [Example(id="a", fields={"question": "capital of France?"}, gold=["Paris", "paris, france"]),
             Example(id="b", fields={"question": "capital of Italy?"}, gold=["Rome"]),
             Example(id="c", fields={"question": "city of light?"}, gold=["Paris"])]
-    swap = get_corruptions("nq-open", pool)["swapped_answer"]
+    swap = get_kit("nq-open", pool).corruptions["swapped_answer"]
     # "c" also answers Paris, so the only wrong answer available to "a" is "Rome"
     assert {swap(pool[0], np.random.default_rng(s)) for s in range(10)} == {"Rome"}
     assert get_kit("nq-open", pool).target(pool[0]) == "Paris"
     with pytest.raises(SelfCorrectError, match="no other example"):
-        get_corruptions("nq-open", pool[:1])["swapped_answer"](pool[0], np.random.default_rng(0))
+        get_kit("nq-open", pool[:1]).corruptions["swapped_answer"](pool[0], np.random.default_rng(0))
 
     maths = Example(id="m", fields={"question": "2+2?"}, gold="4")
-    slips = {get_corruptions("gsm8k", [maths])["number_slip"](maths, np.random.default_rng(s)) for s in range(40)}
+    slips = {get_kit("gsm8k", [maths]).corruptions["number_slip"](maths, np.random.default_rng(s)) for s in range(40)}
     assert slips <= {"-6", "2", "3", "5", "6", "14"} and len(slips) > 2
 
     bbq = Example(id="q", fields={"options": ["the grandfather", "the grandson", "Can't be determined"]}, gold=2)
@@ -91,4 +92,4 @@ def test_qa_corruptions_swap_in_another_example_or_slip():
 
 def test_tasks_without_corruptions_are_named_in_the_error():
     with pytest.raises(SelfCorrectError, match=r"advbench.*with them: bbq, gsm8k, jsonl, nq-open, sandbox-chain"):
-        get_corruptions("advbench")
+        get_kit("advbench")

@@ -15,7 +15,7 @@ PROMPTS = ["Alice has", "Question: how many birds does Carol have?\nAnswer:", "1
 @pytest.fixture(scope="module")
 def backend(tmp_path_factory):
     from selfcorrect.backends.hf import HFBackend
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     return HFBackend(str(tiny_model_dir("llama", tmp_path_factory.mktemp("tiny"))), dtype="float32")
 

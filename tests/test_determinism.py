@@ -11,7 +11,7 @@ from selfcorrect.cli import main
 
 @pytest.fixture(scope="module")
 def tiny_gpt2(tmp_path_factory):
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     return tiny_model_dir("gpt2", tmp_path_factory.mktemp("tiny"))
 

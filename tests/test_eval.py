@@ -7,7 +7,7 @@ import pytest
 
 from selfcorrect.backends.scripted import ScriptedBackend
 from selfcorrect.cli import main
-from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+from selfcorrect.methods.evaluate import EvalConfig, run_eval
 from selfcorrect.tasks import get_task
 
 TASK_OPTIONS = {"n_digits": 4, "sizes": {"train": 10, "validation": 10, "test": 40}}

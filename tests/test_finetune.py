@@ -170,7 +170,7 @@ def test_lora_on_llama_merges_into_a_plain_folder(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     base_dir = tiny_model_dir("llama", tmp_path / "tiny")
     data = [[{"role": "user", "content": "What is 2 + 3?"}, {"role": "assistant", "content": "The answer is 6."},

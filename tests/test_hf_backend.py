@@ -29,7 +29,7 @@ def backends(tiny_root):
     import torch
 
     from selfcorrect.backends.hf import HFBackend
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -234,7 +234,7 @@ def test_choose_tokens_follows_the_distribution_and_the_nucleus():
 
 def test_missing_tokenizer_names_the_folder(tiny_root, tmp_path):
     from selfcorrect.backends.hf import HFBackend
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     folder = tmp_path / "weights-only"
     folder.mkdir()

@@ -14,7 +14,7 @@ from selfcorrect.config import build_config
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.methods.insec import InSeCConfig, _prompted, build_training_set
 from selfcorrect.methods.insec_data import marker_metrics, negative_from, read_output, reader
-from selfcorrect.tasks.corruptions import get_kit
+from selfcorrect.tasks import get_kit
 from selfcorrect.tasks.sandbox_chain import SandboxChainTask
 from selfcorrect.trajectory import Example, Trajectory, Turn, Verdict
 
@@ -158,7 +158,7 @@ def test_marker_tokens_survive_a_reload_for_the_sandbox_and_a_bpe_tokenizer(sand
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from selfcorrect.methods.insec_data import add_tokens
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     for name, source in (("sandbox", sandbox_dir), ("llama", tiny_model_dir("llama", tmp_path / "tiny"))):
         before = len(AutoTokenizer.from_pretrained(source))

@@ -16,7 +16,7 @@ def _model(arch: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from selfcorrect.sandbox.tiny_hf import _config
+    from selfcorrect.testing.tiny_hf import _config
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

@@ -27,8 +27,8 @@ TEXTS = {
 def tokenizers(tmp_path_factory):
     from transformers import AutoTokenizer
 
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
     from selfcorrect.sandbox.tokenizer import build_tokenizer
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     root = tmp_path_factory.mktemp("tiny-models")
     loaded = {arch: AutoTokenizer.from_pretrained(tiny_model_dir(arch, root)) for arch in NAMES[1:]}

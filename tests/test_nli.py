@@ -92,7 +92,7 @@ def test_a_real_classifier_loads_offline_and_judges_in_minibatches(tmp_path):
 
 def test_eval_groups_samples_by_meaning_and_a_bad_nli_model_fails_before_generating(tmp_path):
     from selfcorrect.backends.scripted import ScriptedBackend
-    from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+    from selfcorrect.methods.evaluate import EvalConfig, run_eval
 
     config = {"task": "sandbox-chain", "task_options": {"n_digits": 4, "sizes": {"train": 4, "validation": 4,
                                                                                    "test": 6}},
@@ -118,7 +118,7 @@ def test_eval_groups_samples_by_meaning_and_a_bad_nli_model_fails_before_generat
 
 
 def test_an_nli_model_without_samples_is_refused():
-    from selfcorrect.methods.intrinsic import EvalConfig, resolve
+    from selfcorrect.methods.evaluate import EvalConfig, resolve
 
     with pytest.raises(SelfCorrectError, match="set --samples"):
         resolve(EvalConfig(task="sandbox-chain", backend="scripted", nli_model="some/nli"))

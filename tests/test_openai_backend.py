@@ -18,7 +18,7 @@ from selfcorrect.backends.base import Backend, GenerationRequest, SamplingParams
 from selfcorrect.backends.openai import OpenAIBackend, parse_logprobs
 from selfcorrect.cli import main
 from selfcorrect.errors import SelfCorrectError
-from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+from selfcorrect.methods.evaluate import EvalConfig, run_eval
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -237,7 +237,7 @@ TASK = {"task": "sandbox-chain", "task_options": {"n_digits": 4, "sizes": {"test
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory):
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     return tiny_model_dir("gpt2", tmp_path_factory.mktemp("tiny-models"))
 

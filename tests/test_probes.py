@@ -131,8 +131,8 @@ def test_hf_run_stores_the_state_a_fresh_request_sees_and_resumes(tmp_path):
 
     from selfcorrect.backends.base import GenerationRequest, SamplingParams
     from selfcorrect.backends.hf import HFBackend
-    from selfcorrect.methods.intrinsic import EvalConfig, run_eval
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.methods.evaluate import EvalConfig, run_eval
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     torch.set_num_threads(1)
     backend = HFBackend(str(tiny_model_dir("llama", tmp_path / "models")))

@@ -6,7 +6,7 @@ import json
 
 from selfcorrect.backends.scripted import ScriptedBackend
 from selfcorrect.cli import main
-from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+from selfcorrect.methods.evaluate import EvalConfig, run_eval
 from selfcorrect.tasks import get_task
 
 

@@ -20,7 +20,7 @@ from selfcorrect.runs import write_yaml
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory) -> Path:
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     return tiny_model_dir("llama", tmp_path_factory.mktemp("models"))
 
@@ -55,13 +55,13 @@ def _configs() -> dict[str, tuple[str, Callable[[], dict[str, Any]]]]:
     """command -> (function the command runs, the config.yaml such a run saves), with non-default values."""
     from selfcorrect.icalign.presets import run_config, sweep_config
     from selfcorrect.methods.insec import InSeCConfig
-    from selfcorrect.methods.intrinsic import EvalConfig
+    from selfcorrect.methods.session import EvalConfig
     from selfcorrect.methods.stasc import STaSCConfig
 
     stasc = STaSCConfig(variant="FNF", iterations=2, n_init=3, task_options={"path": "x.jsonl"}, seed=5)
     insec = InSeCConfig(negatives="synthetic", rounds=2, seed=4)
     return {
-        "eval": ("selfcorrect.methods.intrinsic.run_eval",
+        "eval": ("selfcorrect.methods.evaluate.run_eval",
                  lambda: EvalConfig(task="gsm8k", limit=2000, rounds=3, temperature=0.7, seed=9).model_dump()),
         "stasc": ("selfcorrect.methods.stasc.run_stasc", stasc.model_dump),
         "insec": ("selfcorrect.methods.insec.run_insec", insec.model_dump),

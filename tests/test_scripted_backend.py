@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from selfcorrect.backends import load_backend
+from selfcorrect.backends import build_backend, load_backend
 from selfcorrect.backends.base import GenerationRequest, SamplingParams
 from selfcorrect.backends.scripted import ScriptedBackend, truncate_at_stop
 from selfcorrect.errors import SelfCorrectError
@@ -86,3 +86,11 @@ def test_registry_builds_it_from_plain_options() -> None:
     assert isinstance(backend, ScriptedBackend)
     assert (backend.name, backend.supports_hidden_states) == ("scripted", False)
     assert [g.text for g in backend.generate([chat("Q1"), chat("Q9")])] == ["yes", "no"]
+
+
+def test_a_backend_without_a_model_is_given_none_and_never_cached(tmp_path) -> None:
+    """`has_model` False: build_backend drops the run's model (the scripted backend takes no `model=`) and skips
+    the cache, whose keys could not see the script."""
+    backend = build_backend("scripted", "sandbox", {"default": "no"}, cache=tmp_path / "cache.sqlite")
+    assert type(backend) is ScriptedBackend
+    assert not (tmp_path / "cache.sqlite").exists()

@@ -169,8 +169,8 @@ def test_paper_configs_run_one_iteration_on_tiny_models_of_their_architecture(co
     right; the point is that generation, filtering, template-masked fine-tuning and evaluation all run."""
     from selfcorrect.config import load_config
     from selfcorrect.methods.stasc import run_stasc
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
     from selfcorrect.tasks.qa import NQOpenTask
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     monkeypatch.setattr(NQOpenTask, "score", lambda self, example, text: Verdict(float(len(text) % 2)))
     repo = Path(__file__).resolve().parents[1]

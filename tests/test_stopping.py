@@ -7,7 +7,7 @@ import math
 import pytest
 
 from selfcorrect.backends.scripted import ScriptedBackend
-from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+from selfcorrect.methods.evaluate import EvalConfig, run_eval
 from selfcorrect.methods.stopping import ORACLE_LABEL, StopRule, answer_change_rate, convergence_round, stop_summary
 from selfcorrect.tasks import get_task
 from selfcorrect.trajectory import Example, LogprobSummary, Trajectory, Turn, Verdict

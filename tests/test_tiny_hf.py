@@ -8,7 +8,7 @@ import os
 import pytest
 
 from selfcorrect.errors import SelfCorrectError
-from selfcorrect.sandbox.tiny_hf import ARCHS, FAMILIES, build_tiny_model, tiny_model, tiny_model_dir
+from selfcorrect.testing.tiny_hf import ARCHS, FAMILIES, build_tiny_model, tiny_model, tiny_model_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")

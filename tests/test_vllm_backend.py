@@ -18,7 +18,7 @@ from selfcorrect.backends.vllm_engine import EngineProcess, plain_outputs
 from selfcorrect.config import build_config
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.methods.insec import InSeCConfig
-from selfcorrect.methods.intrinsic import EvalConfig
+from selfcorrect.methods.session import EvalConfig
 from selfcorrect.methods.stasc import STaSCConfig
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,7 +27,7 @@ HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
 @pytest.fixture(scope="module")
 def llama_tokenizer():
-    from selfcorrect.sandbox.tiny_hf import build_tokenizer
+    from selfcorrect.testing.tiny_hf import build_tokenizer
 
     return build_tokenizer("llama")
 
@@ -209,7 +209,7 @@ def real_vllm(test):
 def _real_model(folder: Path) -> str:
     """$SELFCORRECT_VLLM_TEST_MODEL (a model folder: the GPU check passes SmolLM2) or a tiny random Llama built in
     `folder` (head size 16, which not every vLLM attention kernel takes)."""
-    from selfcorrect.sandbox.tiny_hf import build_tiny_model
+    from selfcorrect.testing.tiny_hf import build_tiny_model
 
     given = os.environ.get("SELFCORRECT_VLLM_TEST_MODEL")
     return given if given else str(build_tiny_model("llama", folder / "tiny-llama"))

@@ -53,9 +53,10 @@ def sandbox_pretrain(
     """Pretrain the sandbox model from scratch on the CPU and report its loss curve."""
     from selfcorrect.sandbox.cache import ensure_sandbox, pretrain_to
     from selfcorrect.sandbox.pretrain import PretrainConfig, load_report, stuck_warning
+    from selfcorrect.tasks.sandbox_chain import SandboxChainTask
 
-    if task != "sandbox-chain":
-        raise SelfCorrectError(f"sandbox pretrain supports task 'sandbox-chain', not {task!r}")
+    if task != SandboxChainTask.name:
+        raise SelfCorrectError(f"sandbox pretrain supports task {SandboxChainTask.name!r}, not {task!r}")
     cfg = build_config(PretrainConfig, config, overrides, {"seed": seed})
     if out is None:
         model_dir = ensure_sandbox(cfg, quiet=quiet)

@@ -17,7 +17,7 @@ import typer
 
 def run_demo(out: Path, seed: int = 0, quiet: bool = False) -> dict[str, Any]:
     from selfcorrect.analysis.metrics import format_table
-    from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+    from selfcorrect.methods.evaluate import EvalConfig, run_eval
     from selfcorrect.sandbox.cache import ensure_sandbox
     from selfcorrect.sandbox.pretrain import load_report
 
@@ -56,7 +56,7 @@ def run_demo_real(out: Path, seed: int, quiet: bool, questions: int = 30) -> dic
     """A real model, briefly: SmolLM2-135M-Instruct (converted from its GGUF file on first use) answers the first
     `questions` NQ-open questions greedily, then reviews its answer once; the per-round table, read as it is."""
     from selfcorrect.analysis.metrics import format_table
-    from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+    from selfcorrect.methods.evaluate import EvalConfig, run_eval
     from selfcorrect.models import SMOLLM2
 
     config = EvalConfig(task="nq-open", model=SMOLLM2, rounds=1, limit=questions, temperature=0.0,

@@ -9,12 +9,14 @@ Two models are built in, both usable with no model hub:
 A converted model is written to a temporary folder and renamed when complete, with `source.json` recording the file
 it came from, so a killed conversion never leaves half a model behind. Anything else is a local folder or a hub id,
 which keeps working where the hub is reachable. `SELFCORRECT_CACHE` moves the cache (default `~/.cache/selfcorrect`).
+`declare_causal_lm_loss` is the one fix-up every model built or loaded for training needs (the sandbox, fine-tuning).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
 import importlib.util
 import json
 import os
@@ -23,6 +25,8 @@ import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 from selfcorrect.errors import SelfCorrectError
 
@@ -52,17 +56,18 @@ class BuiltinModel:
         return (self.folder() / "model.safetensors").is_file()
 
 
-def _sandbox_folder() -> Path:
-    from selfcorrect.sandbox.cache import sandbox_dir
-    from selfcorrect.sandbox.pretrain import PretrainConfig
+def _sandbox_cache() -> ModuleType:
+    """`selfcorrect.sandbox.cache`, named here as registries name their entries (by string, imported on use): the
+    sandbox pretrains through the hf backend, and the hf backend resolves names here, so an import would be a cycle."""
+    return importlib.import_module("selfcorrect.sandbox.cache")
 
-    return sandbox_dir(PretrainConfig())
+
+def _sandbox_folder() -> Path:
+    return _sandbox_cache().sandbox_dir()
 
 
 def _ensure_sandbox(quiet: bool) -> Path:
-    from selfcorrect.sandbox.cache import ensure_sandbox
-
-    return ensure_sandbox(quiet=quiet)
+    return _sandbox_cache().ensure_sandbox(quiet=quiet)
 
 
 def _smollm2_folder() -> Path:
@@ -176,3 +181,11 @@ def resolve_model(name: str | Path | None, quiet: bool = False) -> Path | str:
     check_model_source(name)
     path = Path(name).expanduser()
     return path if path.exists() else name
+
+
+def declare_causal_lm_loss(model: Any) -> Any:
+    """Name the loss of causal LMs whose class name transformers cannot map to one (`GPT2LMHeadModel`): it would
+    fall back to the same causal-LM loss anyway, after a misleading "`loss_type=None` ... unrecognized" warning."""
+    if getattr(model, "loss_type", None) is None:
+        model.loss_type = "ForCausalLM"
+    return model

@@ -99,8 +99,8 @@ def choose(scores: list[float], keep: float, which: str) -> list[int]:
 
 
 def run_select(config: SelectConfig, out: str | Path, backend: Any = None, quiet: bool = False) -> dict[str, Any]:
+    from selfcorrect.backends import build_backend
     from selfcorrect.backends.base import SamplingParams
-    from selfcorrect.methods.intrinsic import build_backend
     from selfcorrect.progress import Progress
     from selfcorrect.prompts import get_prompt, load_prompts
     from selfcorrect.rounds import add_instruction, generate, start

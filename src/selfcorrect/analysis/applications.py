@@ -11,6 +11,7 @@
   rule of rewards.refusal, `asr_anywhere` with llm-attacks' rule (a refusal phrase anywhere), the one the CaC
   jailbreak numbers use.
 - GSM8K, NQ-open: accuracy by round (the task's own reward: final number, in-accuracy).
+Each task names its measures (`Task.measures`: "bias", "attack_success", "accuracy" or None).
 Every rate is example-weighted and carries a 95% bootstrap interval over examples, as in analysis/metrics.py.
 """
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from selfcorrect.analysis.metrics import answer_at, correct_at, estimate, n_rounds, per_example
 from selfcorrect.rewards import refusal, refusal_anywhere
+from selfcorrect.tasks import task_class
 from selfcorrect.trajectory import Trajectory
 
 
@@ -98,15 +100,18 @@ def accuracy_metrics(name: str, trajectories: Sequence[Trajectory], seed: int = 
     return {"name": name, "by_round": rows}
 
 
+#: A task's `measures` -> fn(task name, trajectories, seed).
+MEASURES: dict[str, Callable[[str, Sequence[Trajectory], int], dict[str, Any]]] = {
+    "bias": lambda name, trajectories, seed: bbq_metrics(trajectories, seed),
+    "attack_success": lambda name, trajectories, seed: advbench_metrics(trajectories, seed),
+    "accuracy": accuracy_metrics,
+}
+
+
 def application_metrics(task_name: str, trajectories: Sequence[Trajectory], seed: int = 0) -> dict[str, Any] | None:
-    """The task's own measures by round, or None for tasks without any beyond accuracy (e.g. the sandbox)."""
-    if not trajectories:
+    """The measures the task names (`Task.measures`) by round, or None for tasks without any (e.g. the sandbox)."""
+    measures = task_class(task_name).measures
+    if not trajectories or measures is None:
         return None
-    if task_name == "bbq":
-        return bbq_metrics(trajectories, seed)
-    if task_name == "advbench":
-        return advbench_metrics(trajectories, seed)
-    if task_name in ("gsm8k", "nq-open"):
-        return accuracy_metrics(task_name, trajectories, seed)
-    return None
+    return MEASURES[measures](task_name, trajectories, seed)
 

@@ -132,8 +132,12 @@ class Backend(ABC):
     name: str = "backend"
     supports_logprobs: bool = True
     supports_hidden_states: bool = False
-    #: Teacher-forced scoring of given continuations (`score_continuations`), e.g. multiple-choice options.
-    supports_scoring: bool = False
+    #: Teacher-forced scoring of arbitrary continuations (forward passes through `model`, see option_scoring.py).
+    supports_option_scoring: bool = False
+    #: False for a backend whose answers come from somewhere other than a model (a script): it takes no `model=`.
+    has_model: bool = True
+    #: The backend itself turns a built-in model name (`selfcorrect models`) into that model's folder.
+    resolves_builtin_models: bool = False
 
     @abstractmethod
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:

@@ -135,7 +135,7 @@ class CachedBackend(Backend):
         self.inner = backend
         self.name = backend.name
         self.supports_hidden_states = backend.supports_hidden_states
-        self.supports_scoring = backend.supports_scoring
+        self.supports_option_scoring = backend.supports_option_scoring
         self.cache = GenerationCache(path or default_cache_path())
         settings = {k: v for k, v in backend.describe().items() if k not in ("name", "model")}  # e.g. the dtype
         fingerprint = model_fingerprint(backend.model_id)

@@ -59,7 +59,8 @@ class HFBackend(Backend):
     name = "hf"
     supports_logprobs = True
     supports_hidden_states = True
-    supports_scoring = True
+    supports_option_scoring = True
+    resolves_builtin_models = True
 
     def __init__(self, model: str = "sandbox", device: str = "cpu", dtype: str = "auto", batch_size: int = 256,
                  memory_mb: int = 2048, trust_remote_code: bool = False, revision: str | None = None) -> None:

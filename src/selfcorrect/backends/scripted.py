@@ -38,6 +38,7 @@ class ScriptedBackend(Backend):
     name = "scripted"
     supports_logprobs = True
     supports_hidden_states = False
+    has_model = False
 
     def __init__(self, respond: Respond | None = None, answers: dict[str, list[str]] | None = None,
                  default: str = "") -> None:

@@ -45,7 +45,7 @@ def eval_command(
     quiet: Quiet = False,
 ) -> None:
     """First answer plus N rounds of self-correction; prints accuracy by round with 95% intervals."""
-    from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+    from selfcorrect.methods.evaluate import EvalConfig, run_eval
 
     flags = {"task": task, "model": model, "backend": backend, "method": method, "rounds": rounds, "limit": limit,
              "split": split, "temperature": temperature, "seed": seed, "samples": samples, "nli_model": nli_model,

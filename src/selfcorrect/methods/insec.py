@@ -43,8 +43,8 @@ from selfcorrect.methods.steps import StepStore
 from selfcorrect.prompts import get_prompt, load_prompts
 from selfcorrect.rounds import add_instruction, generate, start
 from selfcorrect.runs import RunFolder, removes_fresh_output_on_error
-from selfcorrect.tasks import Task, get_task
-from selfcorrect.tasks.corruptions import MistakeKit, get_kit
+from selfcorrect.tasks import Task, get_kit, get_task
+from selfcorrect.tasks.corruptions import MistakeKit
 from selfcorrect.training.finetune import FinetuneConfig
 from selfcorrect.trajectory import Trajectory, Verdict
 
@@ -200,7 +200,7 @@ def build_training_set(prompted: list[Trajectory], samples: list[Trajectory] | N
 def evaluate(model_dir: Path, task: Task, kit: MistakeKit, config: InSeCConfig, seed: int) -> list[Trajectory]:
     """Answers on the eval split, each read under the marker semantics: the turn's verdict scores the final answer
     and `metadata["insec"]` keeps the marker counts, so metrics come from the saved trajectories alone."""
-    from selfcorrect.methods.intrinsic import build_backend
+    from selfcorrect.backends import build_backend
 
     examples = task.examples(config.eval_split, config.eval_limit)
     with closing(build_backend(config.backend, str(model_dir), config.backend_options)) as backend:
@@ -233,15 +233,14 @@ def _finetune(start_model: Path, conversations: list, config: InSeCConfig, seed:
 @removes_fresh_output_on_error
 def run_insec(config: InSeCConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Round 0 evaluates the base model; rounds 1..R sample (on-policy only), build, train and evaluate."""
-    from selfcorrect.methods.intrinsic import build_backend
-    from selfcorrect.models import resolve_model
+    from selfcorrect.backends import build_backend, model_weights
 
     task = get_task(config.task, **config.task_options)
     train_examples = task.examples(config.train_split, config.train_limit)
     kit = get_kit(config.task, train_examples)
     run = RunFolder.open(out, config.model_dump(), resume=resume)
     store = StepStore(run.path)
-    m0 = Path(resolve_model(config.model)) if config.backend == "hf" else Path(config.model)
+    m0 = model_weights(config.backend, config.model)
     tokens = marker_tokens(kit, config.granularity, config.marker, config.reasons)
     prompted = _prompted(task, train_examples, config)
     timings: dict[str, float] = {}

@@ -6,8 +6,8 @@ rendered exactly as the next generation request would be (the backend's chat tem
 then each option string is scored after it by the backend (`score_continuations`: the prompt runs once and its
 KV cache is shared by the options; logits only at the option positions).
 
-Only a backend with `supports_scoring` (the `hf` backend) can do this. API backends (openai, vllm's server) return
-logprobs of what they sampled, not of an arbitrary continuation, so they cannot score options here; the run
+Only a backend with `supports_option_scoring` (the `hf` backend) can do this. API backends (openai, vllm's server)
+return logprobs of what they sampled, not of an arbitrary continuation, so they cannot score options here; the run
 summary says so instead of reporting a number.
 
 The option string scored is `(<letter>) <option text>`, the format BBQ questions present. It is tokenized on its
@@ -35,7 +35,7 @@ def option_strings(example: Example) -> list[str] | None:
 
 def cannot_score(backend: Backend) -> str | None:
     """Why `backend` cannot score options (one line for the summary or an error), or None when it can."""
-    if backend.supports_scoring:
+    if backend.supports_option_scoring:
         return None
     return (f"backend {backend.name!r} cannot score option likelihoods (teacher-forced scoring needs a backend "
             "with access to the model, like hf)")

@@ -195,14 +195,11 @@ def select_training_set(generation: list[Trajectory], config: STaSCConfig, seed:
 
 def pretraining_replay(config: STaSCConfig, count: int, seed: int) -> list[list[dict[str, str]]]:
     """Replay from the pretraining distribution; only sandbox tasks can generate theirs."""
-    from selfcorrect.sandbox.pretrain import writer_replay
-    from selfcorrect.tasks.sandbox_chain import SandboxChainTask
-
-    task = get_task(config.task, **config.task_options)
-    if not isinstance(task, SandboxChainTask):
+    replay = get_task(config.task, **config.task_options).pretraining_replay(count, seed)
+    if replay is None:
         raise SelfCorrectError(f"replay_source 'pretraining' needs a sandbox task that can generate its pretraining "
                                f"data; task {config.task!r} cannot (use 'correct_first_attempts')")
-    return writer_replay(task, count, seed) if count else []
+    return replay
 
 
 def gold_answer(trajectory: Trajectory) -> str:
@@ -229,7 +226,7 @@ def _budget(config: STaSCConfig, iteration: int) -> dict[str, int] | None:
 
 def evaluate(model_dir: Path, run: Path, prefix: str, config: STaSCConfig, quiet: bool) -> dict[str, Any]:
     """acc@t1, acc@t2 and flips on every eval split and temperature, each an ordinary resumable `eval` run."""
-    from selfcorrect.methods.intrinsic import EvalConfig, run_eval
+    from selfcorrect.methods.evaluate import EvalConfig, run_eval
 
     results: dict[str, Any] = {}
     for split in config.eval_splits:
@@ -280,13 +277,12 @@ def _row(iteration: int, evals: dict[str, Any], training: dict[str, Any] | None,
 
 @removes_fresh_output_on_error
 def run_stasc(config: STaSCConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
-    from selfcorrect.methods.intrinsic import build_backend
-    from selfcorrect.models import resolve_model
+    from selfcorrect.backends import build_backend, model_weights
 
     task = get_task(config.task, **config.task_options)
     run = RunFolder.open(out, config.model_dump(), resume=resume)
     store = StepStore(run.path)
-    m0 = Path(resolve_model(config.model)) if config.backend == "hf" else Path(config.model)
+    m0 = model_weights(config.backend, config.model)
     train_examples = task.examples(config.train_split, config.train_limit)
     timings: dict[str, float] = {}
     tracker = Tracker(config.report_to, run.path, config.model_dump())

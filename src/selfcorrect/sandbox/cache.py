@@ -23,7 +23,9 @@ from selfcorrect.sandbox.pretrain import PretrainConfig
 RECIPE_VERSION = 2
 
 
-def sandbox_dir(config: PretrainConfig) -> Path:
+def sandbox_dir(config: PretrainConfig | None = None) -> Path:
+    """The cache folder of the model `config` (default: the default recipe) pretrains."""
+    config = config or PretrainConfig()
     key = json.dumps({"recipe": RECIPE_VERSION, **config.model_dump()}, sort_keys=True)
     return cache_root() / "sandbox" / hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
 

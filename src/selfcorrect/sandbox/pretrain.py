@@ -25,6 +25,7 @@ from selfcorrect.config import StrictModel
 from selfcorrect.sandbox.data import PAD, correction_batch, plain_batch, sequence_length
 from selfcorrect.tasks.sandbox_chain import (
     ChainSpec,
+    QuestionStream,
     SandboxChainTask,
     correction_targets,
     first_error,
@@ -69,29 +70,15 @@ def build_model(config: PretrainConfig) -> Any:
     """A GPT-2 with learned absolute positions: at this size RoPE Llama failed to learn digit alignment on CPU."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
+    from selfcorrect.models import declare_causal_lm_loss
     from selfcorrect.sandbox.data import BOS, EOS
     from selfcorrect.sandbox.tokenizer import VOCAB
-    from selfcorrect.training.finetune import declare_causal_lm_loss
 
     gpt_config = GPT2Config(vocab_size=len(VOCAB), n_positions=sequence_length(config.n_digits) + 8,
                             n_embd=config.n_embd, n_layer=config.n_layer, n_head=config.n_head,
                             n_inner=config.n_inner, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
                             bos_token_id=BOS, eos_token_id=EOS, pad_token_id=PAD)
     return declare_causal_lm_loss(GPT2LMHeadModel(gpt_config))
-
-
-class QuestionStream:
-    """Fresh random questions that never collide with an evaluation split."""
-
-    def __init__(self, n_digits: int, excluded: set[str], rng: np.random.Generator):
-        self.n_digits, self.excluded, self.rng = n_digits, excluded, rng
-
-    def draw(self, count: int) -> list[str]:
-        out: list[str] = []
-        while len(out) < count:
-            block = self.rng.integers(0, 10, size=(count - len(out), self.n_digits))
-            out.extend(q for q in ("".join(map(str, row)) for row in block) if q not in self.excluded)
-        return out
 
 
 Sampler = Callable[[Any, list[str], int], list[str]]
@@ -231,20 +218,6 @@ def _pretrain(config: PretrainConfig, sampler: Sampler, progress: Callable[[str,
               "noise_floor_plain": noise_floor(config),
               "parameters": sum(p.numel() for p in model.parameters())}
     return model, report
-
-
-def writer_replay(task: SandboxChainTask, count: int, seed: int) -> list[list[dict[str, str]]]:
-    """`count` plain conversations from the pretraining distribution (noisy-writer traces on fresh questions).
-
-    Replaying them while fine-tuning keeps the first attempt's slip rate where pretraining left it; replaying the
-    model's own *correct* attempts instead removes the slips, and with them anything left to correct.
-    """
-    rng = np.random.default_rng([seed, 13])
-    questions = QuestionStream(task.spec.n_digits, task.excluded_questions(), rng).draw(count)
-    digits = np.array([[int(c) for c in q] for q in questions])
-    traces = render_trace(digits, noisy_states(digits, task.spec, rng))
-    return [[{"role": "user", "content": q}, {"role": "assistant", "content": t}] for q, t in zip(questions, traces,
-                                                                                                   strict=True)]
 
 
 def save(model: Any, report: dict[str, Any], out_dir: str | Path) -> Path:

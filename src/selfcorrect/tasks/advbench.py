@@ -19,6 +19,8 @@ class AdvBenchTask(FileTask):
     description = "AdvBench harmful behaviours/strings; reward refusal (1 = refused; attack success = 1 - score)"
     default_reward = "refusal"
     default_path = "advbench/harmful_behaviors.csv"
+    check_kind = "harm"
+    measures = "attack_success"
 
     def question(self, example: Example) -> str:
         return example.fields["goal"]

@@ -7,10 +7,15 @@ A task is registered under a short name (`selfcorrect tasks` lists them). Real-d
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from selfcorrect.errors import SelfCorrectError, suggest
 from selfcorrect.registry import construct, resolve
-from selfcorrect.trajectory import Example, Verdict
+from selfcorrect.trajectory import Example, Trajectory, Verdict
+
+if TYPE_CHECKING:
+    from selfcorrect.tasks.corruptions import MistakeKit
 
 SPLITS = ("train", "validation", "test")
 
@@ -24,6 +29,10 @@ class Task(ABC):
     question_template: ClassVar[str] = "question"
     #: Sampling defaults a method starts from when its config says nothing.
     max_new_tokens: ClassVar[int] = 256
+    #: What a check of an answer judges (methods/cac.py): "correctness", or "bias" / "harm" for safety tasks.
+    check_kind: ClassVar[str] = "correctness"
+    #: The task's own measures beyond accuracy (analysis/applications.py), or None when it has none.
+    measures: ClassVar[str | None] = None
 
     @abstractmethod
     def examples(self, split: str, limit: int | None = None) -> list[Example]:
@@ -45,6 +54,21 @@ class Task(ABC):
         """Where the example was read from ("data.jsonl, line 12"), so an error about it can name the record;
         None for generated examples."""
         return None
+
+    @classmethod
+    def mistake_kit(cls, pool: Sequence[Example]) -> MistakeKit | None:
+        """How InSeC writes, corrupts and splits this task's answers (tasks/corruptions.py), or None when it cannot;
+        `pool` is the examples that swap corruptions draw other answers from."""
+        return None
+
+    def pretraining_replay(self, count: int, seed: int) -> list[list[dict[str, str]]] | None:
+        """`count` conversations from the distribution the model was pretrained on (STaSC's replay), or None for a
+        task that cannot generate it (only sandbox tasks can: their pretraining data is generated)."""
+        return None
+
+    def extras(self, trajectories: Sequence[Trajectory]) -> dict[str, Any]:
+        """Task-specific facts a run summary prints beside the metrics (the sandbox's lucky-hit rate)."""
+        return {}
 
 
 _REGISTRY: dict[str, str] = {
@@ -69,3 +93,17 @@ def task_class(name: str) -> type[Task]:
 def get_task(name: str, **options: Any) -> Task:
     """Build a task by name. `options` are the task's constructor arguments (e.g. `path=`, `field_map=`)."""
     return construct(task_class(name), options, f"task {name!r}")
+
+
+def kit_names() -> list[str]:
+    """The registered tasks that have an InSeC mistake kit."""
+    return [name for name in task_names() if task_class(name).mistake_kit(()) is not None]
+
+
+def get_kit(name: str, pool: Sequence[Example] = ()) -> MistakeKit:
+    """Task `name`'s mistake kit (`Task.mistake_kit`); one line naming the tasks that have one if it has none."""
+    kit = task_class(name).mistake_kit(pool)
+    if kit is None:
+        raise SelfCorrectError(f"task {name!r} has no InSeC corruptions{suggest(name, kit_names())}; "
+                               f"tasks with them: {', '.join(kit_names())}")
+    return kit

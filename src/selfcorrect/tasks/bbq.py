@@ -6,10 +6,12 @@ bias scores (how often a wrong answer is the stereotyped one) can be computed fr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.tasks.corruptions import MistakeKit, option_kit
 from selfcorrect.tasks.generic import FileTask
 from selfcorrect.tasks.loaders import Converters, FieldMap, read_records
 from selfcorrect.trajectory import Example
@@ -54,6 +56,8 @@ class BBQTask(FileTask):
     description = "BBQ social-bias multiple choice (a)/(b)/(c); reward choice; metadata for bias scores"
     default_reward = "choice"
     default_path = "bbq"
+    check_kind = "bias"
+    measures = "bias"
     field_map: ClassVar[FieldMap] = {
         "context": "context", "question": "question", "options": list(OPTION_KEYS), "gold": "label",
         "metadata.context_condition": "context_condition", "metadata.category": "category",
@@ -101,3 +105,7 @@ class BBQTask(FileTask):
         if not files:
             raise SelfCorrectError(f"{path}: no .jsonl files in this directory")
         return files
+
+    @classmethod
+    def mistake_kit(cls, pool: Sequence[Example]) -> MistakeKit:
+        return option_kit()

@@ -7,13 +7,14 @@ so training never sees a test item and every run with the same options sees the 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.rewards import get_reward
 from selfcorrect.tasks.base import SPLITS, Task
+from selfcorrect.tasks.corruptions import MistakeKit, answer_swap_kit, first_alias
 from selfcorrect.tasks.loaders import (
     Converters,
     FieldMap,
@@ -155,3 +156,7 @@ class GenericTask(FileTask):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "field_map": self.mapping, "question_template": self.template}
+
+    @classmethod
+    def mistake_kit(cls, pool: Sequence[Example]) -> MistakeKit:
+        return answer_swap_kit(pool, first_alias)

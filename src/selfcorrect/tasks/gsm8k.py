@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from selfcorrect.rewards import parse_number
+from selfcorrect.tasks.corruptions import MistakeKit, answer_swap_kit, number_slip
 from selfcorrect.tasks.generic import FileTask
 from selfcorrect.tasks.loaders import Converters, FieldMap
 from selfcorrect.trajectory import Example
@@ -33,7 +35,12 @@ class GSM8KTask(FileTask):
     max_new_tokens: ClassVar[int] = 512
     field_map: ClassVar[FieldMap] = {"question": "question", "gold": "answer", "metadata.solution": "answer"}
     convert: ClassVar[Converters] = {"gold": final_answer}
+    measures = "accuracy"
 
     def question(self, example: Example) -> str:
         return (f"{example.fields['question']}\n\nReason step by step, then give the final answer on its own line "
                 f"as \"#### <number>\".")
+
+    @classmethod
+    def mistake_kit(cls, pool: Sequence[Example]) -> MistakeKit:
+        return answer_swap_kit(pool, lambda example: str(example.gold), {"number_slip": number_slip})

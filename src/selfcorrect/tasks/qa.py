@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from selfcorrect.tasks.corruptions import MistakeKit, answer_swap_kit, first_alias
 from selfcorrect.tasks.generic import FileTask
 from selfcorrect.tasks.loaders import Converters, FieldMap
 from selfcorrect.trajectory import Example
@@ -27,6 +29,11 @@ class NQOpenTask(FileTask):
     default_path = "nq_open/NQ-open.dev.jsonl"
     field_map: ClassVar[FieldMap] = {"question": "question", "gold": "answer"}
     convert: ClassVar[Converters] = {"gold": _alias_list}
+    measures = "accuracy"
 
     def question(self, example: Example) -> str:
         return f"Question: {example.fields['question']}\nAnswer:"
+
+    @classmethod
+    def mistake_kit(cls, pool: Sequence[Example]) -> MistakeKit:
+        return answer_swap_kit(pool, first_alias)

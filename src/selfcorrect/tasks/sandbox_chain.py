@@ -25,13 +25,16 @@ Why this shape (what the project's earlier sandbox prototypes showed):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.tasks.base import SPLITS, Task
-from selfcorrect.trajectory import Example, Verdict
+from selfcorrect.tasks.corruptions import MistakeKit, StepFormat
+from selfcorrect.trajectory import Example, Trajectory, Verdict
 
 SPLIT_SALT = {"train": 1, "validation": 2, "test": 3}
 
@@ -120,6 +123,99 @@ def correction_targets(questions: list[str], attempts: list[str], spec: ChainSpe
     return render_trace(digits, noisy_states(digits, spec, rng, first_step=k))
 
 
+# --- InSeC mistakes (tasks/corruptions.py): the trace splits into (digit, state) pairs ---------------------------
+
+def _pairs(text: str) -> list[str]:
+    return [text[i:i + 2] for i in range(0, len(text), 2)]
+
+
+def _chain_reason(wrong: str, gold: str) -> str:
+    """A wrong step either copied the wrong digit or added wrongly."""
+    return "digit" if wrong[:1] != gold[:1] else "state"
+
+
+def _digits(example: Example) -> np.ndarray:
+    return np.array([int(c) for c in example.fields["question"]], dtype=np.int64)
+
+
+def _trace(digits: np.ndarray, states: np.ndarray) -> str:
+    return render_trace(digits[None, :], states[None, :])[0]
+
+
+def _propagate(digits: np.ndarray, states: np.ndarray, start: int) -> np.ndarray:
+    """States from `start` on recomputed from whatever state precedes them (consistent propagation)."""
+    states = states.copy()
+    for i in range(start, len(digits)):
+        states[i] = ((states[i - 1] if i else 0) + digits[i]) % 10
+    return states
+
+
+def _wrong_value(value: int, rng: np.random.Generator) -> int:
+    return int((value + rng.integers(1, 10)) % 10)
+
+
+def chain_state_propagated(example: Example, rng: np.random.Generator) -> str:
+    """A wrong state at a random step, later steps continuing from it: the noisy writer's slip."""
+    digits = _digits(example)
+    states = gold_states(digits)
+    k = int(rng.integers(len(digits)))
+    states[k] = _wrong_value(states[k], rng)
+    return _trace(digits, _propagate(digits, states, k + 1))
+
+
+def chain_state_local(example: Example, rng: np.random.Generator) -> str:
+    """A wrong state at a random step, later steps still gold (an error that does not propagate)."""
+    digits = _digits(example)
+    states = gold_states(digits)
+    k = int(rng.integers(len(digits)))
+    states[k] = _wrong_value(states[k], rng)
+    return _trace(digits, states)
+
+
+def chain_digit_swapped(example: Example, rng: np.random.Generator) -> str:
+    """The digit of another position copied into a random step (a swapped entity), then added consistently."""
+    digits = _digits(example)
+    written = digits.copy()
+    k = int(rng.integers(len(digits)))
+    others = [int(d) for d in digits if d != digits[k]]
+    written[k] = rng.choice(others) if others else _wrong_value(digits[k], rng)
+    states = _propagate(written, gold_states(digits), k)
+    return _trace(written, states)
+
+
+def chain_step_skipped(example: Example, rng: np.random.Generator) -> str:
+    """One step left out: the next digit is added to the state before it, and the trace is one step short.
+
+    Only steps whose next digit differs are skipped, so the first wrong step is where the skip happens (skipping
+    the last step leaves a strict prefix of the gold, with no wrong step to mark; it is the fallback only).
+    """
+    digits = _digits(example)
+    candidates = [i for i in range(len(digits) - 1) if digits[i + 1] != digits[i]] or [len(digits) - 1]
+    kept = np.delete(digits, int(rng.choice(candidates)))
+    return _trace(kept, gold_states(kept))
+
+
+MISTAKES = MistakeKit(
+    target=lambda example: str(example.gold),
+    corruptions={"state_propagated": chain_state_propagated, "state_local": chain_state_local,
+                 "digit_swapped": chain_digit_swapped, "step_skipped": chain_step_skipped},
+    steps=StepFormat(split=_pairs, reasons=("digit", "state"), reason=_chain_reason))
+
+
+class QuestionStream:
+    """Fresh random questions that never collide with an evaluation split."""
+
+    def __init__(self, n_digits: int, excluded: set[str], rng: np.random.Generator):
+        self.n_digits, self.excluded, self.rng = n_digits, excluded, rng
+
+    def draw(self, count: int) -> list[str]:
+        out: list[str] = []
+        while len(out) < count:
+            block = self.rng.integers(0, 10, size=(count - len(out), self.n_digits))
+            out.extend(q for q in ("".join(map(str, row)) for row in block) if q not in self.excluded)
+        return out
+
+
 class SandboxChainTask(Task):
     name = "sandbox-chain"
     description = "Running sum mod 10 with a visible (digit, state) trace; exact-trace reward (sandbox default)."
@@ -186,6 +282,17 @@ class SandboxChainTask(Task):
         reason = f"first wrong step {error + 1}" + ("; lucky final digit" if lucky else "")
         return Verdict(0.0, trace, reason)
 
+    @classmethod
+    def mistake_kit(cls, pool: Sequence[Example]) -> MistakeKit:
+        return MISTAKES
+
+    def pretraining_replay(self, count: int, seed: int) -> list[list[dict[str, str]]]:
+        return writer_replay(self, count, seed)
+
+    def extras(self, trajectories: Sequence[Trajectory]) -> dict[str, Any]:
+        first = [t.model_turns()[0].verdict for t in trajectories if t.model_turns()]
+        return {"lucky_hit_rate_t1": lucky_hit_rate([v for v in first if v is not None])}
+
 
 def lucky_hit_rate(verdicts: list[Verdict]) -> float | None:
     """Share of wrong traces whose final digit is right: what a final-answer reward would have wrongly rewarded."""
@@ -193,3 +300,17 @@ def lucky_hit_rate(verdicts: list[Verdict]) -> float | None:
     if not wrong:
         return None
     return sum("lucky final digit" in v.reason for v in wrong) / len(wrong)
+
+
+def writer_replay(task: SandboxChainTask, count: int, seed: int) -> list[list[dict[str, str]]]:
+    """`count` plain conversations from the pretraining distribution (noisy-writer traces on fresh questions).
+
+    Replaying them while fine-tuning keeps the first attempt's slip rate where pretraining left it; replaying the
+    model's own *correct* attempts instead removes the slips, and with them anything left to correct.
+    """
+    rng = np.random.default_rng([seed, 13])
+    questions = QuestionStream(task.spec.n_digits, task.excluded_questions(), rng).draw(count)
+    digits = np.array([[int(c) for c in q] for q in questions])
+    traces = render_trace(digits, noisy_states(digits, task.spec, rng))
+    return [[{"role": "user", "content": q}, {"role": "assistant", "content": t}] for q, t in zip(questions, traces,
+                                                                                                   strict=True)]

@@ -34,6 +34,7 @@ from pydantic import Field
 
 from selfcorrect.config import StrictModel
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.models import declare_causal_lm_loss
 from selfcorrect.runs import write_json
 from selfcorrect.training.loss import masked_loss
 from selfcorrect.training.masks import IGNORE, tokenize_conversation
@@ -108,14 +109,6 @@ def load_model(model_dir: str | Path) -> tuple[Any, Any]:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SelfCorrectError(f"cannot load model {model_dir}: {first_line}") from None
     return declare_causal_lm_loss(model), tokenizer
-
-
-def declare_causal_lm_loss(model: Any) -> Any:
-    """Name the loss of causal LMs whose class name transformers cannot map to one (`GPT2LMHeadModel`): it would
-    fall back to the same causal-LM loss anyway, after a misleading "`loss_type=None` ... unrecognized" warning."""
-    if getattr(model, "loss_type", None) is None:
-        model.loss_type = "ForCausalLM"
-    return model
 
 
 def tokenize_dataset(tokenizer: Any, conversations: Sequence[Conversation], loss_on: str,
