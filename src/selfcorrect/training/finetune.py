@@ -208,7 +208,7 @@ def build_trainer(model: Any, tokenizer: Any, records: list[dict[str, list[int]]
         warmup_steps=config.warmup_ratio, lr_scheduler_type=config.lr_scheduler, seed=seed,
         use_cpu=use_cpu, bf16=bf16, activation_checkpointing=config.gradient_checkpointing,
         report_to=config.report_to or "none", logging_strategy="steps", logging_steps=1, save_strategy="no",
-        eval_strategy="no", disable_tqdm=quiet, max_length=None, packing=False, remove_unused_columns=False,
+        eval_strategy="no", disable_tqdm=True, max_length=None, packing=False, remove_unused_columns=False,
         dataset_num_proc=None, ddp_find_unused_parameters=False)
     set_seed(seed)  # before TRL wraps the model in LoRA, whose initialisation draws random numbers
     trainer_class = _trainer_class()
@@ -228,23 +228,38 @@ def build_trainer(model: Any, tokenizer: Any, records: list[dict[str, list[int]]
                                "use full fine-tuning with FSDP, or DDP / DeepSpeed ZeRO-2 for LoRA")
     trainer.unlikelihood_weight = config.unlikelihood_weight
     trainer.loss_memory_mb = config.loss_memory_mb
-    if quiet:
-        trainer.remove_callback(PrinterCallback)  # with tqdm off, the Trainer prints every log dict instead
-    else:
-        trainer.remove_callback(ProgressCallback)  # its bar also writes every log dict; the curve is saved anyway
-        trainer.add_callback(_bar_only_callback())
+    trainer.remove_callback(PrinterCallback)  # with tqdm off, the Trainer prints every log dict instead
+    trainer.remove_callback(ProgressCallback)
+    if not quiet:
+        trainer.add_callback(_labelled_bar_callback())
     return trainer
 
 
-def _bar_only_callback() -> Any:
-    """transformers' progress bar without the per-step log lines (the loss curve goes to finetune.json)."""
-    from transformers.trainer_callback import ProgressCallback
+def _labelled_bar_callback() -> Any:
+    """One labelled "fine-tuning" bar (ours, rich) instead of the Trainer's raw tqdm bar and its per-step log lines
+    (the loss curve goes to finetune.json); drawn by the main process only."""
+    from transformers import TrainerCallback
 
-    class BarOnly(ProgressCallback):
-        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-            return None
+    from selfcorrect.progress import Progress
 
-    return BarOnly()
+    class LabelledBar(TrainerCallback):
+        progress: Progress | None = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                self.progress = Progress().__enter__()
+                self.progress.add("fine-tuning", state.max_steps)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.progress is not None:
+                self.progress.advance("fine-tuning")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.progress is not None:
+                self.progress.__exit__(None, None, None)
+                self.progress = None
+
+    return LabelledBar()
 
 
 @contextlib.contextmanager
