@@ -23,7 +23,7 @@ from selfcorrect.methods.intrinsic import EvalConfig, run_eval
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-FAST = {"max_retries": 2, "backoff": 0.01, "timeout": 20}
+FAST = {"max_retries": 2, "timeout": 20}
 PARAMS = SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=12, n=2, seed=42, stop=("\n\n",))
 CHAT = [{"role": "user", "content": "What is 2 + 3?"}]
 
@@ -44,14 +44,14 @@ def test_chat_payload_carries_every_sampling_setting_and_asks_for_logprobs():
     path, body = _client().payload(GenerationRequest(PARAMS, messages=CHAT))
     assert path == "/chat/completions"
     assert body == {"model": "tiny", "messages": CHAT, "temperature": 0.7, "top_p": 0.9, "max_tokens": 12, "n": 2,
-                    "seed": 42, "stop": ["\n\n"], "logprobs": True}
+                    "seed": 42, "stop": ["\n\n"], "logprobs": True}  # the keyword arguments of the client's create
 
 
 def test_raw_prompts_go_to_completions_and_options_shape_the_body():
     client = _client(logprobs=False, extra_body={"return_tokens_as_token_ids": True})
     path, body = client.payload(GenerationRequest(SamplingParams(), prompt="12 + 7 ="))
     assert path == "/completions" and body["prompt"] == "12 + 7 =" and "logprobs" not in body
-    assert body["return_tokens_as_token_ids"] is True and "stop" not in body
+    assert body["extra_body"] == {"return_tokens_as_token_ids": True} and "stop" not in body
     with pytest.raises(SelfCorrectError, match="api='completions' needs tokenizer="):
         _client(api="completions").payload(GenerationRequest(PARAMS, messages=CHAT))
 
@@ -65,10 +65,16 @@ def test_bad_options_are_one_line_errors():
 
 def test_api_key_goes_only_into_the_authorization_header(monkeypatch):
     monkeypatch.setenv("MY_KEY", "sk-secret-123")
-    client = _client(api_key_env="MY_KEY")
-    assert client._headers()["Authorization"] == "Bearer sk-secret-123"
+    with _running(_ScriptedServer()) as server:
+        client = _client(server.url, api_key_env="MY_KEY")
+        client.generate([_chat("hi")])
+    assert server.seen[0][1] == "Bearer sk-secret-123"
     _, body = client.payload(GenerationRequest(PARAMS, messages=CHAT))
-    assert "sk-secret" not in json.dumps(body) + repr(client) + client.model_id
+    assert "sk-secret" not in json.dumps(body) + repr(client) + client.model_id + json.dumps(client.capabilities())
+    monkeypatch.delenv("MY_KEY")
+    with _running(_ScriptedServer()) as server:
+        _client(server.url, api_key_env="MY_KEY").generate([_chat("hi")])
+    assert server.seen[0][1] == "Bearer EMPTY"  # no key: the placeholder keyless servers ignore
 
 
 def test_parse_orders_choices_reads_logprobs_and_token_ids():
@@ -164,7 +170,7 @@ def test_transient_failures_are_retried_and_retry_after_is_obeyed():
         client = _client(server.url, max_retries=5)
         started = time.perf_counter()
         [gen] = client.generate([_chat("hi")])
-        assert time.perf_counter() - started >= 0.3  # the 429's Retry-After, not the 10 ms backoff
+        assert time.perf_counter() - started >= 0.3  # the 429's Retry-After
     assert gen.text == "hi#0" and len(server.seen) == 4 and client.usage["retries"] == 3
 
 
@@ -203,7 +209,7 @@ def test_an_unreachable_server_fails_fast_in_one_line():
     url = f"http://127.0.0.1:{_free_port()}/v1"
     started = time.perf_counter()
     with pytest.raises(SelfCorrectError) as unreachable:
-        OpenAIBackend("tiny", url, max_retries=1, backoff=0.01)
+        OpenAIBackend("tiny", url, max_retries=1)
     assert time.perf_counter() - started < 2
     assert str(unreachable.value) == f"cannot reach OpenAI-compatible server at {url}: connection refused " \
                                      "(after 1 retries)"
@@ -213,7 +219,7 @@ def test_cli_eval_against_an_unreachable_server_exits_2_with_one_line(tmp_path, 
     url = f"http://127.0.0.1:{_free_port()}/v1"
     code = main(["eval", "--out", str(tmp_path / "run"), "--backend", "openai", "--model", "tiny", "--limit", "2",
                  "--set", f"backend_options.base_url={url}", "--set", "backend_options.max_retries=1",
-                 "--set", "backend_options.backoff=0.01", "--quiet"])
+                 "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err == f"error: cannot reach OpenAI-compatible server at {url}: connection refused " \
                                 "(after 1 retries)\n"

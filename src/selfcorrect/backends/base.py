@@ -110,6 +110,11 @@ class Backend(ABC):
         """What identifies the model in caches and run records."""
         return self.name
 
+    def capabilities(self) -> dict[str, str]:
+        """What this backend found it can and cannot give (a server's logprobs and seeds), for the run's summary;
+        empty where nothing needs finding out."""
+        return {}
+
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing to release
         """Release resources (server connections, GPU memory)."""
 

@@ -156,6 +156,9 @@ class CachedBackend(Backend):
     def model_id(self) -> str:
         return self.inner.model_id
 
+    def capabilities(self) -> dict[str, str]:
+        return self.inner.capabilities()
+
     def key(self, request: GenerationRequest) -> str:
         return request.cache_key(self._model_key)
 

@@ -335,6 +335,8 @@ def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, quiet: b
     summary = build_summary(config, task, backend, trajectories, option_note, timings, grouping)
     if hasattr(backend, "stats"):
         summary["cache"] = backend.stats()
+    if backend.capabilities():
+        summary["backend"] = backend.capabilities()
     turns = [turn for traj in trajectories for turn in traj.model_turns()]
     if turns and all(turn.logprobs is None for turn in turns):
         summary["logprobs"] = f"unavailable: backend {backend.name!r} returned no token logprobs"
