@@ -67,7 +67,18 @@ def score_options(backend: Any, trajectories: Sequence[Trajectory], round_index:
 
 def continuation_nlls(model: Any, prompts: Sequence[list[int]], continuations: Sequence[list[int]],
                       pad_id: int) -> list[float]:
-    """Mean NLL per token of each continuation after its prompt, in one right-padded forward pass.
+    """Mean NLL per token of each continuation after its prompt, in one right-padded forward pass."""
+    import torch
+
+    rows = continuation_logprobs(model, prompts, continuations, pad_id)
+    return [float(-row[torch.arange(len(cont)), torch.tensor(cont)].mean())
+            for row, cont in zip(rows, continuations, strict=True)]
+
+
+def continuation_logprobs(model: Any, prompts: Sequence[list[int]], continuations: Sequence[list[int]],
+                          pad_id: int) -> list[Any]:
+    """Per continuation, the model's log-distribution (temperature 1) at each of its tokens, a (len, vocab)
+    tensor on the CPU, from one right-padded forward pass over every prompt + continuation.
 
     Right padding keeps every real token at its natural position (GPT-2's learned positions need that), and the
     causal mask means the padding after a row can never influence its scores.
@@ -91,9 +102,5 @@ def continuation_nlls(model: Any, prompts: Sequence[list[int]], continuations: S
     finally:
         model.train(was_training)
     logprobs = torch.log_softmax(logits, dim=-1).cpu()
-    result = []
-    for i, (prompt, cont) in enumerate(zip(prompts, continuations, strict=True)):
-        positions = torch.arange(len(prompt) - 1, len(prompt) + len(cont) - 1)
-        token_lp = logprobs[i, positions, torch.tensor(cont)]
-        result.append(float(-token_lp.mean()))
-    return result
+    return [logprobs[i, len(prompt) - 1:len(prompt) + len(cont) - 1]
+            for i, (prompt, cont) in enumerate(zip(prompts, continuations, strict=True))]
