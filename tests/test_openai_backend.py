@@ -1,6 +1,7 @@
-"""The openai backend: payloads with no server, retries against a scripted flaky server, one-line errors for an
-unreachable one, and, against `selfcorrect.serve` hosting a tiny model on loopback, results equal to the hf
-backend's (greedy and seeded sampling) and a run that survives the server going down mid-way."""
+"""The openai backend (the official `openai` client): payloads with no server; retries, one-line errors, bounded
+concurrency and the seed check against a scripted server; and, against `selfcorrect serve` hosting a tiny model on
+loopback, results equal to the hf backend's (greedy and seeded sampling). tests/test_server_outage.py kills the
+server mid-run; tests/test_transformers_serve.py runs against a server we did not write."""
 
 from __future__ import annotations
 
@@ -123,6 +124,8 @@ class _Scripted(BaseHTTPRequestHandler):
             self._send(status, {"error": {"message": f"scripted {status} {state.echo_key}".strip()}}, headers)
             return
         content = body["messages"][-1]["content"]
+        if state.ignore_seeds:
+            content += f"@{len(state.seen)}"  # a different text every time, whatever the seed
         choices = [{"index": k, "message": {"content": f"{content}#{k}"}, "finish_reason": "stop"}
                    for k in reversed(range(body["n"]))]
         self._send(200, {"choices": choices})
@@ -140,9 +143,10 @@ class _Scripted(BaseHTTPRequestHandler):
 class _ScriptedServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, failures=(), delay=0.0, retry_after="0", echo_key=""):
+    def __init__(self, failures=(), delay=0.0, retry_after="0", echo_key="", ignore_seeds=False):
         super().__init__(("127.0.0.1", 0), _Scripted)
         self.failures, self.delay, self.retry_after, self.echo_key = list(failures), delay, retry_after, echo_key
+        self.ignore_seeds = ignore_seeds
         self.seen, self.lock, self.in_flight, self.peak = [], threading.Lock(), 0, 0
 
     @property
@@ -205,6 +209,29 @@ def test_requests_run_concurrently_within_the_bound_and_come_back_in_order():
         [(f"q{i}#{k}", i, k) for i in range(9) for k in range(2)]
 
 
+@pytest.mark.parametrize("ignores", [False, True])
+def test_a_seeded_sampled_request_is_sent_twice_once_to_find_out_whether_seeds_hold(ignores, caplog):
+    sampled = GenerationRequest(SamplingParams(temperature=0.8, seed=3), messages=CHAT)
+    with _running(_ScriptedServer(ignore_seeds=ignores)) as server:
+        client = _client(server.url)
+        client.generate([_chat("greedy")])
+        assert client.capabilities()["seeds"] == "not checked (no seeded sampled request)"
+        client.generate([_chat("greedy"), sampled])
+        client.generate([sampled])
+    assert len(server.seen) == 5  # 1 + 2 + the one repeat + 1: checked once per backend
+    assert server.seen[3][0] == server.seen[2][0]  # the repeat is the same request, seed included
+    found = client.capabilities()
+    assert found["seeds"].startswith("ignored" if ignores else "honoured")
+    assert found["logprobs"] == "not returned by the server" and found["server"] == server.url
+    assert ("ignores seeds" in caplog.text) == ignores
+
+
+def test_the_first_rejected_request_cancels_the_ones_still_waiting():
+    with _running(_ScriptedServer(failures=[400], delay=0.2)) as server, pytest.raises(SelfCorrectError):
+        _client(server.url, max_concurrency=1).generate([_chat(f"q{i}") for i in range(10)])
+    assert len(server.seen) == 1  # the other nine never went out
+
+
 def test_an_unreachable_server_fails_fast_in_one_line():
     url = f"http://127.0.0.1:{_free_port()}/v1"
     started = time.perf_counter()
@@ -252,11 +279,9 @@ def hf(tiny_dir):
 
 @contextmanager
 def _serving(backend: Backend, port: int = 0):
-    from selfcorrect.serve import make_server
+    from selfcorrect.serving.app import make_server
 
-    server = make_server(backend, port=port, model_name="tiny")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    server = make_server(backend, port=port, model_name="tiny").start()
     try:
         yield server
     finally:
@@ -301,6 +326,9 @@ def test_eval_through_the_server_equals_the_hf_backend_greedy(served, hf_run, tm
     summary = run_eval(config, tmp_path / "run", quiet=True)
     _assert_same_run(tmp_path / "run", hf_out)
     assert summary["metrics"] == hf_summary["metrics"]
+    assert summary["backend"] == {"server": served.url, "logprobs": "returned",
+                                  "seeds": "not checked (no seeded sampled request)"}  # greedy only
+    assert "backend" not in hf_summary
 
 
 @pytest.mark.slow
@@ -317,134 +345,3 @@ def test_seeded_samples_through_the_server_equal_the_hf_backend(served, hf, tiny
     assert len({g.text for g in ours[:3]}) > 1  # the three samples of a sampled request differ
     for mine, theirs in zip(ours, reference, strict=True):
         assert mine.token_logprobs == pytest.approx(theirs.token_logprobs, abs=1e-4)
-
-
-class _GoesDown(Backend):
-    """Answers `budget` requests through `inner`, then stops its server (new connections are refused) and fails."""
-
-    name = "hf"
-
-    def __init__(self, inner: Backend, budget: int) -> None:
-        self.inner, self.budget, self.server = inner, budget, None
-
-    def generate(self, requests):
-        if self.budget < len(requests):
-            if self.server is not None:
-                self.server.shutdown()
-                self.server.server_close()
-                self.server = None
-            raise RuntimeError("server going down")
-        self.budget -= len(requests)
-        return self.inner.generate(requests)
-
-
-@pytest.mark.slow
-def test_server_down_mid_run_fails_in_one_line_and_resume_completes_each_id_once(hf, hf_run, tmp_path):
-    port = _free_port()
-    config = EvalConfig(backend="openai", model="tiny", backend_options={
-        "base_url": f"http://127.0.0.1:{port}/v1", **FAST}, **TASK)
-    dying = _GoesDown(hf, budget=4 * 3)  # the first chunk's three rounds, then down
-    with _serving(dying, port) as server:
-        dying.server = server
-        with pytest.raises(SelfCorrectError) as down:
-            run_eval(config, tmp_path / "run", quiet=True)
-    assert str(down.value) == f"cannot reach OpenAI-compatible server at http://127.0.0.1:{port}/v1: " \
-                              "connection refused (after 2 retries)"
-    assert len((tmp_path / "run" / "samples.jsonl").read_text().splitlines()) == 4  # the finished chunk only
-
-    with _serving(hf, port):
-        summary = run_eval(config, tmp_path / "run", resume=True, quiet=True)
-    lines = (tmp_path / "run" / "samples.jsonl").read_text().splitlines()
-    ids = [json.loads(line)["id"] for line in lines]
-    assert len(ids) == 12 and len(set(ids)) == 12
-    _assert_same_run(tmp_path / "run", hf_run[0])
-    assert summary["metrics"] == hf_run[1]["metrics"]
-
-
-# -- the server's own contract ---------------------------------------------------------------------------------------
-
-def _http(url: str, body: dict | None = None, raw: bytes | None = None) -> tuple[int, dict]:
-    import urllib.error
-    import urllib.request
-
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=20) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-@pytest.mark.slow
-def test_server_routes_and_openai_shaped_errors(served):
-    base = served.url.removesuffix("/v1")
-    assert _http(base + "/health") == (200, {"status": "ok"})
-    assert _http(served.url + "/models")[1]["data"][0]["id"] == "tiny"
-    chat = served.url + "/chat/completions"
-    messages = [{"role": "user", "content": "hi"}]
-    cases = [({"model": "tiny", "messages": messages, "stream": True}, 400, "streaming is not supported"),
-             ({"model": "other", "messages": messages}, 404, "this server serves 'tiny'"),
-             ({"model": "tiny", "messages": messages, "temperature": -1}, 400, "temperature must be >= 0"),
-             ({"model": "tiny", "messages": []}, 400, "'messages' must be a non-empty list")]
-    for body, status, message in cases:
-        code, answer = _http(chat, body)
-        assert code == status and message in answer["error"]["message"]
-    assert _http(chat, raw=b"{not json")[0] == 400
-    assert _http(served.url + "/embeddings", {"model": "tiny"})[0] == 404
-
-
-@pytest.mark.slow
-def test_completions_take_a_list_of_prompts_and_report_usage(served):
-    body = {"model": "tiny", "prompt": ["Alice has", "12 + 7 ="], "n": 2, "max_tokens": 5, "temperature": 0,
-            "logprobs": 1}
-    code, answer = _http(served.url + "/completions", body)
-    assert code == 200 and [c["index"] for c in answer["choices"]] == [0, 1, 2, 3]
-    assert all(len(c["logprobs"]["token_logprobs"]) == len(c["logprobs"]["tokens"]) for c in answer["choices"])
-    assert answer["usage"]["completion_tokens"] == sum(len(c["logprobs"]["tokens"]) for c in answer["choices"])
-    assert answer["usage"]["prompt_tokens"] > 0
-
-
-def test_queued_requests_share_a_batch_and_a_failing_one_does_not_fail_its_mates():
-    from selfcorrect.backends.scripted import ScriptedBackend
-    from selfcorrect.serve import Batcher
-
-    release = threading.Event()
-
-    def respond(request, _sample):
-        if request.prompt == "first":
-            release.wait(10)  # keeps the worker busy while the others queue up
-        if request.prompt == "bad":
-            raise SelfCorrectError("this prompt is too long")
-        return request.prompt.upper()
-
-    batcher = Batcher(ScriptedBackend(respond=respond))
-    results: dict[str, object] = {}
-
-    def ask(prompt):
-        try:
-            results[prompt] = [g.text for g in batcher.submit([GenerationRequest(SamplingParams(), prompt=prompt)])]
-        except SelfCorrectError as exc:
-            results[prompt] = str(exc)
-
-    threads = [threading.Thread(target=ask, args=(p,)) for p in ("first", "good", "bad")]
-    threads[0].start()
-    while not batcher.batches:
-        time.sleep(0.001)
-    for thread in threads[1:]:
-        thread.start()
-    while batcher._queue.qsize() < 2:
-        time.sleep(0.001)
-    release.set()
-    for thread in threads:
-        thread.join()
-    batcher.close()
-    assert results == {"first": ["FIRST"], "good": ["GOOD"], "bad": "this prompt is too long"}
-    assert batcher.batches == [1, 2, 1, 1]  # the queued pair together, then one by one to isolate the failure
-
-
-def test_serve_main_reports_a_missing_model_in_one_line(capsys):
-    from selfcorrect.serve import main as serve_main
-
-    assert serve_main(["--model", "/no/such/model", "--port", str(_free_port())]) == 2
-    assert capsys.readouterr().err == "error: model folder not found: /no/such/model\n"

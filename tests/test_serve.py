@@ -4,13 +4,16 @@ OpenAI-shaped 404/400 errors; plus the request rules of the wire format with no 
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+import time
 
 import pytest
 
 from selfcorrect.backends.base import GenerationRequest, SamplingParams
 from selfcorrect.cli import main
+from selfcorrect.errors import SelfCorrectError
 from selfcorrect.serving.wire import APIError, Reply
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -171,6 +174,66 @@ def test_errors_are_openai_shaped_so_the_client_raises_typed_errors(client):
         with pytest.raises(error) as raised:
             call()
         assert raised.value.body["message"].startswith(message) or message in raised.value.body["message"]
+
+
+@pytest.mark.slow
+def test_completions_take_a_list_of_prompts_and_plain_http_gets_health_and_400s(client, server):
+    import urllib.error
+    import urllib.request
+
+    answer = client.completions.create(model="tiny", prompt=["Alice has", "12 + 7 ="], n=2, max_tokens=5,
+                                       temperature=0, logprobs=1)
+    assert [c.index for c in answer.choices] == [0, 1, 2, 3]
+    assert all(len(c.logprobs.token_logprobs) == len(c.logprobs.tokens) for c in answer.choices)
+    assert answer.usage.completion_tokens == sum(len(c.logprobs.tokens) for c in answer.choices)
+    assert answer.usage.prompt_tokens > 0
+    base = server.url.removesuffix("/v1")
+    with urllib.request.urlopen(base + "/health", timeout=20) as response:
+        assert json.loads(response.read()) == {"status": "ok"}
+    request = urllib.request.Request(server.url + "/chat/completions", data=b"{not json",
+                                     headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=20)
+    assert refused.value.code == 400
+    assert json.loads(refused.value.read())["error"]["message"] == "the request body is not valid JSON"
+
+
+def test_queued_requests_share_a_batch_and_a_failing_one_does_not_fail_its_mates():
+    from selfcorrect.backends.scripted import ScriptedBackend
+    from selfcorrect.serving.batcher import Batcher
+
+    release = threading.Event()
+
+    def respond(request, _sample):
+        if request.prompt == "first":
+            release.wait(10)  # keeps the worker busy while the others queue up
+        if request.prompt == "bad":
+            raise SelfCorrectError("this prompt is too long")
+        return request.prompt.upper()
+
+    batcher = Batcher(ScriptedBackend(respond=respond))
+    results: dict[str, object] = {}
+
+    def ask(prompt):
+        try:
+            results[prompt] = [g.text for g in batcher.submit([GenerationRequest(SamplingParams(), prompt=prompt)])]
+        except SelfCorrectError as exc:
+            results[prompt] = str(exc)
+
+    threads = [threading.Thread(target=ask, args=(p,)) for p in ("first", "good", "bad")]
+    threads[0].start()
+    while not batcher.batches:
+        time.sleep(0.001)
+    for thread in threads[1:]:
+        thread.start()
+    while batcher._queue.qsize() < 2:
+        time.sleep(0.001)
+    release.set()
+    for thread in threads:
+        thread.join()
+    batcher.close()
+    assert results == {"first": ["FIRST"], "good": ["GOOD"], "bad": "this prompt is too long"}
+    assert batcher.batches == [1, 2, 1, 1]  # the queued pair together, then one by one to isolate the failure
 
 
 def test_top_logprobs_on_a_backend_without_a_model_is_a_400():
