@@ -124,8 +124,10 @@ class _Scripted(BaseHTTPRequestHandler):
             self._send(status, {"error": {"message": f"scripted {status} {state.echo_key}".strip()}}, headers)
             return
         content = body["messages"][-1]["content"]
-        if state.ignore_seeds:
+        if state.seeds == "ignored":
             content += f"@{len(state.seen)}"  # a different text every time, whatever the seed
+        elif state.seeds == "honoured":
+            content += f"@{body['seed']}"
         choices = [{"index": k, "message": {"content": f"{content}#{k}"}, "finish_reason": "stop"}
                    for k in reversed(range(body["n"]))]
         self._send(200, {"choices": choices})
@@ -143,10 +145,10 @@ class _Scripted(BaseHTTPRequestHandler):
 class _ScriptedServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, failures=(), delay=0.0, retry_after="0", echo_key="", ignore_seeds=False):
+    def __init__(self, failures=(), delay=0.0, retry_after="0", echo_key="", seeds="unused"):
         super().__init__(("127.0.0.1", 0), _Scripted)
         self.failures, self.delay, self.retry_after, self.echo_key = list(failures), delay, retry_after, echo_key
-        self.ignore_seeds = ignore_seeds
+        self.seeds = seeds  # "honoured": the text depends on the seed; "ignored": it changes every time
         self.seen, self.lock, self.in_flight, self.peak = [], threading.Lock(), 0, 0
 
     @property
@@ -209,21 +211,26 @@ def test_requests_run_concurrently_within_the_bound_and_come_back_in_order():
         [(f"q{i}#{k}", i, k) for i in range(9) for k in range(2)]
 
 
-@pytest.mark.parametrize("ignores", [False, True])
-def test_a_seeded_sampled_request_is_sent_twice_once_to_find_out_whether_seeds_hold(ignores, caplog):
+@pytest.mark.parametrize(("seeds", "found", "sent"), [("honoured", "honoured", 6), ("ignored", "ignored", 5),
+                                                      ("unused", "no sampling seen", 6)])
+def test_a_seeded_sampled_request_is_sent_again_once_to_find_out_whether_seeds_hold(seeds, found, sent, caplog):
     sampled = GenerationRequest(SamplingParams(temperature=0.8, seed=3), messages=CHAT)
-    with _running(_ScriptedServer(ignore_seeds=ignores)) as server:
+    with _running(_ScriptedServer(seeds=seeds)) as server:
         client = _client(server.url)
         client.generate([_chat("greedy")])
         assert client.capabilities()["seeds"] == "not checked (no seeded sampled request)"
         client.generate([_chat("greedy"), sampled])
         client.generate([sampled])
-    assert len(server.seen) == 5  # 1 + 2 + the one repeat + 1: checked once per backend
-    assert server.seen[3][0] == server.seen[2][0]  # the repeat is the same request, seed included
-    found = client.capabilities()
-    assert found["seeds"].startswith("ignored" if ignores else "honoured")
-    assert found["logprobs"] == "not returned by the server" and found["server"] == server.url
-    assert ("ignores seeds" in caplog.text) == ignores
+    # 1, then 2 and the same request again (then with seed 4 unless the repeat already differed), then 1: once
+    assert len(server.seen) == sent
+    [original] = [body for body, _ in server.seen[1:3] if body["temperature"] == 0.8]  # the pair went out at once
+    assert server.seen[3][0] == original
+    if sent == 6:
+        assert server.seen[4][0] == {**original, "seed": 4}
+    capabilities = client.capabilities()
+    assert capabilities["seeds"].startswith(found)
+    assert capabilities["logprobs"] == "not returned by the server" and capabilities["server"] == server.url
+    assert ("sampled results may not repeat" in caplog.text) == (found != "honoured")
 
 
 def test_the_first_rejected_request_cancels_the_ones_still_waiting():

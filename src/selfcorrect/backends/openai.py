@@ -19,7 +19,7 @@ client sends the placeholder `EMPTY`, as vLLM's docs do; servers without authent
 What a server does not give is found out, not assumed, and `capabilities()` says so for the run's summary (each
 finding is also logged once): logprobs (transformers serve ignores the field: generations then carry
 `token_logprobs=None` and `supports_logprobs` turns False), and seeds (the first seeded sampled request is sent
-twice; different texts mean the server ignores seeds and sampled results will not repeat). Servers that return
+twice, then with another seed: the same text, then a different one, mean seeds hold). Servers that return
 tokens as `token_id:<id>` (vLLM's `return_tokens_as_token_ids`, passed via `extra_body`) also fill `token_ids`.
 """
 
@@ -33,6 +33,7 @@ import socket
 import threading
 import urllib.parse
 from collections.abc import Coroutine, Sequence
+from dataclasses import replace
 from typing import Any
 
 from selfcorrect.backends.base import Backend, Generation, GenerationRequest
@@ -152,7 +153,7 @@ class OpenAIBackend(Backend):
         self.tokenizer_source = tokenizer
         self._tokenizer: Any = None
         self.supports_logprobs = logprobs
-        self.seeds_repeat: bool | None = None  # None until a seeded sampled request has been sent twice
+        self.seeds: str | None = None  # what the seed check found; None until a seeded sampled request went out
         self.usage = {"requests": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -178,10 +179,8 @@ class OpenAIBackend(Backend):
             logprobs = "not checked (no request answered yet)"
         else:
             logprobs = "returned" if self.supports_logprobs else "not returned by the server"
-        seeds = {None: "not checked (no seeded sampled request)",
-                 True: "honoured (a seeded sampled request sent twice gave the same text)",
-                 False: "ignored (a seeded sampled request sent twice gave different texts)"}[self.seeds_repeat]
-        return {"server": self.where, "logprobs": logprobs, "seeds": seeds}
+        return {"server": self.where, "logprobs": logprobs,
+                "seeds": self.seeds or "not checked (no seeded sampled request)"}
 
     # -- the wire -------------------------------------------------------------------------------------------------
 
@@ -395,24 +394,34 @@ class OpenAIBackend(Backend):
         finally:
             for task in tasks:
                 task.cancel()
-        if self.seeds_repeat is None:
+        if self.seeds is None:
             await self._check_seeds(requests, results)
         return results
 
     async def _check_seeds(self, requests: Sequence[GenerationRequest], results: list[list[Generation]]) -> None:
-        """Send the first seeded sampled request again: the same texts mean the server honours seeds."""
+        """Send the first seeded sampled request again, then with another seed: the same texts, then different
+        ones, mean the server honours seeds. Logged once where they do not hold."""
         sampled = [i for i, r in enumerate(requests) if not r.params.greedy]
         if not sampled:
             return
         request = requests[sampled[0]]
+        texts = [g.text for g in results[sampled[0]]]
+        another = replace(request, params=replace(request.params, seed=(request.params.seed + 1) % 2 ** 63))
+        if await self._texts(request) != texts:
+            self.seeds = "ignored (the same seeded request, sent twice, gave different texts)"
+        elif await self._texts(another) == texts:
+            self.seeds = ("no sampling seen (another seed gave the same text too: the server may not sample, or "
+                          "the model is very sure)")
+        else:
+            self.seeds = "honoured (the same seed gave the same text, another seed a different one)"
+            return
+        logger.warning("server at %s: seeds %s; sampled results may not repeat", self.where, self.seeds)
+
+    async def _texts(self, request: GenerationRequest) -> list[str]:
         response, chat = await self._send(request)
-        again = [c.get("message", {}).get("content") if chat else c.get("text")
-                 for c in sorted(response.get("choices") or [], key=lambda c: c.get("index") or 0)]
-        first = [truncate_at_stop(t or "", request.params.stop) for t in again]
-        self.seeds_repeat = first == [g.text for g in results[sampled[0]]]
-        if not self.seeds_repeat:
-            logger.warning("server at %s ignores seeds (the same seeded request gave different texts); sampled "
-                           "results will not repeat", self.where)
+        choices = sorted(response.get("choices") or [], key=lambda c: c.get("index") or 0)
+        texts = [(c.get("message") or {}).get("content") if chat else c.get("text") for c in choices]
+        return [truncate_at_stop(t or "", request.params.stop) for t in texts]
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         if any(r.hidden_layers for r in requests):
