@@ -64,7 +64,10 @@ def test_bad_options_are_one_line_errors():
         OpenAIBackend("m", "http://x/v1", api="responses", check=False)
 
 
-def test_api_key_goes_only_into_the_authorization_header(monkeypatch):
+def test_api_key_goes_only_into_the_authorization_header(monkeypatch, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)  # the openai client's and httpx's debug logs included
     monkeypatch.setenv("MY_KEY", "sk-secret-123")
     with _running(_ScriptedServer()) as server:
         client = _client(server.url, api_key_env="MY_KEY")
@@ -72,6 +75,7 @@ def test_api_key_goes_only_into_the_authorization_header(monkeypatch):
     assert server.seen[0][1] == "Bearer sk-secret-123"
     _, body = client.payload(GenerationRequest(PARAMS, messages=CHAT))
     assert "sk-secret" not in json.dumps(body) + repr(client) + client.model_id + json.dumps(client.capabilities())
+    assert "Sending HTTP Request" in caplog.text and "sk-secret" not in caplog.text
     monkeypatch.delenv("MY_KEY")
     with _running(_ScriptedServer()) as server:
         _client(server.url, api_key_env="MY_KEY").generate([_chat("hi")])
@@ -259,7 +263,7 @@ def test_cli_eval_against_an_unreachable_server_exits_2_with_one_line(tmp_path, 
                                 "(after 1 retries)\n"
 
 
-# -- a real server: selfcorrect.serve hosting a tiny gpt2 ----------------------------------------------------------
+# -- a real server: selfcorrect serve hosting a tiny gpt2 ----------------------------------------------------------
 
 TASK = {"task": "sandbox-chain", "task_options": {"n_digits": 4, "sizes": {"test": 12}}, "rounds": 2,
         "chunk_size": 4, "max_new_tokens": 10}

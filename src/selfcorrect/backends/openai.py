@@ -324,7 +324,7 @@ class OpenAIBackend(Backend):
             return
         except openai.APIError as exc:
             raise self._error(exc, "/models", retries) from None
-        served = [getattr(m, "id", None) for m in listing.data]
+        served = [getattr(m, "id", None) for m in getattr(listing, "data", None) or []]
         if served and self.model not in served:
             logger.warning("server at %s lists %s, not %r; requests may be refused", self.where,
                            ", ".join(map(str, served[:5])), self.model)
@@ -418,10 +418,7 @@ class OpenAIBackend(Backend):
         logger.warning("server at %s: seeds %s; sampled results may not repeat", self.where, self.seeds)
 
     async def _texts(self, request: GenerationRequest) -> list[str]:
-        response, chat = await self._send(request)
-        choices = sorted(response.get("choices") or [], key=lambda c: c.get("index") or 0)
-        texts = [(c.get("message") or {}).get("content") if chat else c.get("text") for c in choices]
-        return [truncate_at_stop(t or "", request.params.stop) for t in texts]
+        return [g.text for g in self.parse(request, *await self._send(request))]
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         if any(r.hidden_layers for r in requests):
