@@ -31,16 +31,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(model: Path, port: int) -> subprocess.Popen:
-    """`selfcorrect serve` as its own process; returns once /health answers."""
+def _start(model: Path, port: int, log: Path) -> subprocess.Popen:
+    """`selfcorrect serve` as its own process, its output to `log`; returns once /health answers."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    server = subprocess.Popen([sys.executable, "-m", "selfcorrect.cli", "serve", "--model", str(model),
-                               "--port", str(port), "--served-model-name", "tiny"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    with log.open("wb") as sink:
+        server = subprocess.Popen([sys.executable, "-m", "selfcorrect.cli", "serve", "--model", str(model),
+                                   "--port", str(port), "--served-model-name", "tiny"], env=env, stdout=sink,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + STARTUP_S
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            pytest.fail(f"selfcorrect serve exited: {server.stderr.read().decode()[-2000:]}")
+            pytest.fail(f"selfcorrect serve exited: {log.read_text(errors='replace')[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
                 return server
@@ -54,8 +55,6 @@ def _kill(server: subprocess.Popen) -> None:
     if server.poll() is None:
         os.killpg(server.pid, signal.SIGKILL)
     server.wait(timeout=30)
-    if server.stderr:
-        server.stderr.close()
 
 
 def _rows(run: Path) -> dict[str, list]:
@@ -73,7 +72,7 @@ def test_a_killed_server_stops_the_run_in_one_line_and_resume_completes_it(tmp_p
     flags = ["--backend", "openai", "--model", "tiny", "--base-url", url, "--task", "sandbox-chain", "--rounds", "2",
              "--set", "task_options.n_digits=4", "--set", "task_options.sizes.test=12", "--set", "chunk_size=4",
              "--set", "max_new_tokens=10", "--set", "backend_options.max_retries=1", "--no-cache", "--quiet"]
-    server = _start(model, port)
+    server = _start(model, port, tmp_path / "server.log")
     try:
         assert main(["eval", "--out", str(tmp_path / "whole"), *flags]) == 0
         capsys.readouterr()
@@ -96,7 +95,7 @@ def test_a_killed_server_stops_the_run_in_one_line_and_resume_completes_it(tmp_p
         assert not (run / "summary.json").exists()
         monkeypatch.undo()
 
-        server = _start(model, port)
+        server = _start(model, port, tmp_path / "server-again.log")
         assert main(["eval", "--out", str(run), *flags, "--resume"]) == 0
     finally:
         _kill(server)

@@ -48,14 +48,16 @@ def transformers_serve(tmp_path_factory):
     port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1", "HF_HOME": str(scratch / "hf"),
            "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    server = subprocess.Popen([sys.executable, "-m", "transformers.cli.transformers", "serve", str(model),
-                               "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype", "float32"],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    log = scratch / "server.log"  # not a pipe: one nobody reads fills up and stalls the server
+    with log.open("wb") as sink:
+        server = subprocess.Popen([sys.executable, "-m", "transformers.cli.transformers", "serve", str(model),
+                                   "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", "--dtype",
+                                   "float32"], env=env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + STARTUP_S
         while True:
             if server.poll() is not None:
-                pytest.fail(f"transformers serve exited: {server.stderr.read().decode()[-2000:]}")
+                pytest.fail(f"transformers serve exited: {log.read_text(errors='replace')[-2000:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
                     break
@@ -71,7 +73,6 @@ def transformers_serve(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait(timeout=20)
-        server.stderr.close()
 
 
 @pytest.mark.slow
@@ -81,7 +82,7 @@ def test_an_eval_runs_through_transformers_serve_and_records_what_it_does_not_gi
     run = tmp_path / "run"
     code = main(["eval", "--out", str(run), "--backend", "openai", "--model", str(model), "--base-url", url,
                  "--task", "sandbox-chain", "--set", "task_options.sizes.test=4", "--rounds", "1",
-                 "--temperature", "0.7", "--set", "max_new_tokens=8", "--set", "backend_options.max_retries=1",
+                 "--temperature", "0.7", "--set", "max_new_tokens=8", "--set", "backend_options.max_retries=2",
                  "--set", "backend_options.max_concurrency=1", "--no-cache", "--quiet"])
     err = capsys.readouterr().err
     assert code == 0, err
@@ -101,7 +102,7 @@ def test_an_eval_runs_through_transformers_serve_and_records_what_it_does_not_gi
 @pytest.mark.slow
 def test_a_server_that_ignores_n_stops_the_request_in_one_line(transformers_serve):
     model, url = transformers_serve
-    client = OpenAIBackend(str(model), url, max_retries=1)
+    client = OpenAIBackend(str(model), url, max_retries=2)
     request = GenerationRequest(SamplingParams(temperature=1.0, max_new_tokens=4, n=2, seed=1),
                                 messages=[{"role": "user", "content": "hi"}])
     with pytest.raises(SelfCorrectError) as refused:
