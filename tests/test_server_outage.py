@@ -8,53 +8,14 @@ socket), at a fixed point: as the run starts its second chunk, right after the f
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from selfcorrect.backends.openai import OpenAIBackend
 from selfcorrect.cli import main
-
-STARTUP_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start(model: Path, port: int, log: Path) -> subprocess.Popen:
-    """`selfcorrect serve` as its own process, its output to `log`; returns once /health answers."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    with log.open("wb") as sink:
-        server = subprocess.Popen([sys.executable, "-m", "selfcorrect.cli", "serve", "--model", str(model),
-                                   "--port", str(port), "--served-model-name", "tiny"], env=env, stdout=sink,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + STARTUP_S
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"selfcorrect serve exited: {log.read_text(errors='replace')[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1):
-                return server
-        except OSError:
-            time.sleep(0.2)
-    _kill(server)
-    pytest.fail(f"selfcorrect serve did not answer within {STARTUP_S} s")
-
-
-def _kill(server: subprocess.Popen) -> None:
-    if server.poll() is None:
-        os.killpg(server.pid, signal.SIGKILL)
-    server.wait(timeout=30)
+from server_process import ServerProcess, free_port
 
 
 def _rows(run: Path) -> dict[str, list]:
@@ -67,12 +28,14 @@ def test_a_killed_server_stops_the_run_in_one_line_and_resume_completes_it(tmp_p
     from selfcorrect.sandbox.tiny_hf import tiny_model_dir
 
     model = tiny_model_dir("gpt2", tmp_path / "models")
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/v1"
+    command = [sys.executable, "-m", "selfcorrect.cli", "serve", "--model", str(model), "--port", str(port),
+               "--served-model-name", "tiny"]
     flags = ["--backend", "openai", "--model", "tiny", "--base-url", url, "--task", "sandbox-chain", "--rounds", "2",
              "--set", "task_options.n_digits=4", "--set", "task_options.sizes.test=12", "--set", "chunk_size=4",
              "--set", "max_new_tokens=10", "--set", "backend_options.max_retries=1", "--no-cache", "--quiet"]
-    server = _start(model, port, tmp_path / "server.log")
+    server = ServerProcess(command, port, tmp_path / "server.log").start()
     try:
         assert main(["eval", "--out", str(tmp_path / "whole"), *flags]) == 0
         capsys.readouterr()
@@ -82,23 +45,23 @@ def test_a_killed_server_stops_the_run_in_one_line_and_resume_completes_it(tmp_p
 
         def dies_after_the_first_chunk(self, requests):
             samples = run / "samples.jsonl"
-            if server.poll() is None and samples.exists() and samples.read_text().count("\n") >= 4:
-                _kill(server)
+            if server.running and samples.exists() and samples.read_text().count("\n") >= 4:
+                server.kill()
             return generate(self, requests)
 
         monkeypatch.setattr(OpenAIBackend, "generate", dies_after_the_first_chunk)
         assert main(["eval", "--out", str(run), *flags]) == 2
-        assert server.poll() is not None  # it really was killed mid-run
+        assert not server.running  # it really was killed mid-run
         assert capsys.readouterr().err == (f"error: cannot reach OpenAI-compatible server at {url}: connection "
                                            "refused (after 1 retries)\n")
         assert len(_rows(run)) == 4  # the finished chunk is kept; nothing of the interrupted one
         assert not (run / "summary.json").exists()
         monkeypatch.undo()
 
-        server = _start(model, port, tmp_path / "server-again.log")
+        server = ServerProcess(command, port, tmp_path / "server-again.log").start()
         assert main(["eval", "--out", str(run), *flags, "--resume"]) == 0
     finally:
-        _kill(server)
+        server.kill()
     lines = (run / "samples.jsonl").read_text().splitlines()
     assert len(lines) == 12 and len({json.loads(line)["id"] for line in lines}) == 12
     assert _rows(run) == _rows(tmp_path / "whole")
