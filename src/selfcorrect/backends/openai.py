@@ -26,17 +26,15 @@ tokens as `token_id:<id>` (vLLM's `return_tokens_as_token_ids`, passed via `extr
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
-import socket
 import threading
-import urllib.parse
 from collections.abc import Coroutine, Sequence
 from dataclasses import replace
 from typing import Any
 
 from selfcorrect.backends.base import Backend, Generation, GenerationRequest
+from selfcorrect.backends.openai_errors import Server, one_line
 from selfcorrect.backends.scripted import truncate_at_stop
 from selfcorrect.errors import SelfCorrectError
 
@@ -45,47 +43,6 @@ logger = logging.getLogger(__name__)
 APIS = ("chat", "completions")
 _TOKEN_ID_PREFIX = "token_id:"
 _NO_KEY = "EMPTY"
-
-
-class _Rejected(SelfCorrectError):
-    """A permanent HTTP error (4xx other than 408/409/429): the request itself must change."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _display_url(url: str) -> str:
-    """The URL without any user:password part, for messages."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _server_message(body: bytes) -> str:
-    """The human part of an error body: OpenAI's {"error": {"message"}}, vLLM's {"message"}, FastAPI's {"detail"}."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return _one_line(body.decode("utf-8", "replace"))
-    if isinstance(data, dict):
-        error = data.get("error")
-        for candidate in (error.get("message") if isinstance(error, dict) else error, data.get("message"),
-                          data.get("detail")):
-            if candidate:
-                return _one_line(str(candidate))
-    return _one_line(json.dumps(data))
-
-
-def _retried(status: int) -> bool:
-    """Whether the `openai` package retries this status (its `_should_retry`): the rest are the request's fault."""
-    return status in (408, 409, 429) or status >= 500
 
 
 def parse_logprobs(logprobs: Any, chat: bool) -> tuple[list[float] | None, list[int]]:
@@ -148,6 +105,7 @@ class OpenAIBackend(Backend):
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.timeout = float(timeout)
+        self.server = Server(self.base_url, api_key_env, self.timeout)
         self.request_logprobs = logprobs
         self.extra_body = dict(extra_body or {})
         self.tokenizer_source = tokenizer
@@ -169,7 +127,7 @@ class OpenAIBackend(Backend):
 
     @property
     def where(self) -> str:
-        return _display_url(self.base_url)
+        return self.server.where
 
     def capabilities(self) -> dict[str, str]:
         """What this server was found to give, for the run's summary."""
@@ -213,56 +171,13 @@ class OpenAIBackend(Backend):
                     self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_source)
                 except (OSError, ValueError) as exc:
                     raise SelfCorrectError(f"openai backend: cannot load tokenizer {self.tokenizer_source!r}: "
-                                           f"{_one_line(str(exc), 200)}") from None
+                                           f"{one_line(str(exc), 200)}") from None
         if not self._tokenizer.chat_template:
             return "\n".join(m["content"] for m in messages)
         return self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def _scrub(self, text: str) -> str:
-        """Never let the key through, even if a server echoes it back."""
-        key = os.environ.get(self.api_key_env)
-        return text.replace(key, "***") if key else text
-
     def _error(self, exc: Exception, path: str, retries: int | None = None) -> SelfCorrectError:
-        """One line for a failure the client gave up on (after `retries`): the server, the endpoint, the reason."""
-        import openai
-
-        retries = f"(after {self.max_retries if retries is None else retries} retries)"
-        if isinstance(exc, openai.APIStatusError):
-            status, message = exc.status_code, self._scrub(_server_message(exc.response.content))
-            if _retried(status):
-                return SelfCorrectError(f"OpenAI-compatible server at {self.where} kept failing on {path}: "
-                                        f"HTTP {status} {message} {retries}")
-            hint = ""
-            if status in (401, 403):
-                hint = f"; set {self.api_key_env} to a valid key"
-            elif status == 404 and not self.base_url.endswith("/v1"):
-                hint = " (OpenAI-compatible servers usually want a base_url ending in /v1)"
-            return _Rejected(f"OpenAI-compatible server at {self.where} rejected {path}: HTTP {status} "
-                             f"{message}{hint}", status)
-        if isinstance(exc, openai.APITimeoutError):
-            return SelfCorrectError(f"cannot reach OpenAI-compatible server at {self.where}: no answer within "
-                                    f"{self.timeout:g} s (raise backend_options.timeout or lower max_concurrency) "
-                                    f"{retries}")
-        if isinstance(exc, openai.APIConnectionError):
-            return SelfCorrectError(f"cannot reach OpenAI-compatible server at {self.where}: "
-                                    f"{self._connection_reason(exc)} {retries}")
-        return SelfCorrectError(f"OpenAI-compatible server at {self.where} answered {path} with something the "
-                                f"client cannot read: {self._scrub(_one_line(str(exc), 200))}")
-
-    def _connection_reason(self, exc: BaseException) -> str:
-        """The root cause under the client's "Connection error.", in a few words."""
-        seen: BaseException | None = exc
-        while seen is not None:
-            if isinstance(seen, ConnectionRefusedError):
-                return "connection refused"
-            if isinstance(seen, socket.gaierror):
-                return f"unknown host {urllib.parse.urlsplit(self.base_url).hostname!r}"
-            if isinstance(seen, ConnectionError):
-                return "connection lost"
-            seen = seen.__cause__ or seen.__context__
-        cause = exc.__cause__ or exc  # e.g. "Server disconnected without sending a response."
-        return self._scrub(_one_line(str(cause) or type(cause).__name__, 120))
+        return self.server.failure(exc, path, self.max_retries if retries is None else retries)
 
     # -- the event loop the client runs on ------------------------------------------------------------------------
 
@@ -343,7 +258,7 @@ class OpenAIBackend(Backend):
             raise self._error(exc, path) from None
         except ValueError as exc:  # a 200 whose body is not JSON
             raise SelfCorrectError(f"OpenAI-compatible server at {self.where} answered {path} with something "
-                                   f"that is not JSON: {_one_line(str(exc), 80)}") from None
+                                   f"that is not JSON: {one_line(str(exc), 80)}") from None
         with self._lock:
             self.usage["retries"] += raw.retries_taken
         response = completion.to_dict() if hasattr(completion, "to_dict") else completion
