@@ -19,7 +19,7 @@ client sends the placeholder `EMPTY`, as vLLM's docs do; servers without authent
 What a server does not give is found out, not assumed, and `capabilities()` says so for the run's summary (each
 finding is also logged once): logprobs (transformers serve ignores the field: generations then carry
 `token_logprobs=None` and `supports_logprobs` turns False), and seeds (the first seeded sampled request is sent
-twice, then with another seed: the same text, then a different one, mean seeds hold). Servers that return
+again, then with another seed: the same text, then a different one, mean seeds hold). Servers that return
 tokens as `token_id:<id>` (vLLM's `return_tokens_as_token_ids`, passed via `extra_body`) also fill `token_ids`.
 """
 
