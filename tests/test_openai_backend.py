@@ -1,6 +1,7 @@
-"""The openai backend: payloads with no server, retries against a scripted flaky server, one-line errors for an
-unreachable one, and, against `selfcorrect.serve` hosting a tiny model on loopback, results equal to the hf
-backend's (greedy and seeded sampling) and a run that survives the server going down mid-way."""
+"""The openai backend (the official `openai` client): payloads with no server; retries, one-line errors, bounded
+concurrency and the seed check against a scripted server; and, against `selfcorrect serve` hosting a tiny model on
+loopback, results equal to the hf backend's (greedy and seeded sampling). tests/test_server_outage.py kills the
+server mid-run; tests/test_transformers_serve.py runs against a server we did not write."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from selfcorrect.methods.evaluate import EvalConfig, run_eval
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-FAST = {"max_retries": 2, "backoff": 0.01, "timeout": 20}
+FAST = {"max_retries": 2, "timeout": 20}
 PARAMS = SamplingParams(temperature=0.7, top_p=0.9, max_new_tokens=12, n=2, seed=42, stop=("\n\n",))
 CHAT = [{"role": "user", "content": "What is 2 + 3?"}]
 
@@ -44,7 +45,7 @@ def test_chat_payload_carries_every_sampling_setting_and_asks_for_logprobs():
     path, body = _client().payload(GenerationRequest(PARAMS, messages=CHAT))
     assert path == "/chat/completions"
     assert body == {"model": "tiny", "messages": CHAT, "temperature": 0.7, "top_p": 0.9, "max_tokens": 12, "n": 2,
-                    "seed": 42, "stop": ["\n\n"], "logprobs": True}
+                    "seed": 42, "stop": ["\n\n"], "logprobs": True}  # the keyword arguments of the client's create
 
 
 def test_greedy_n_samples_ask_the_server_for_one_choice_and_repeat_it():
@@ -61,7 +62,7 @@ def test_raw_prompts_go_to_completions_and_options_shape_the_body():
     client = _client(logprobs=False, extra_body={"return_tokens_as_token_ids": True})
     path, body = client.payload(GenerationRequest(SamplingParams(), prompt="12 + 7 ="))
     assert path == "/completions" and body["prompt"] == "12 + 7 =" and "logprobs" not in body
-    assert body["return_tokens_as_token_ids"] is True and "stop" not in body
+    assert body["extra_body"] == {"return_tokens_as_token_ids": True} and "stop" not in body
     with pytest.raises(SelfCorrectError, match="api='completions' needs tokenizer="):
         _client(api="completions").payload(GenerationRequest(PARAMS, messages=CHAT))
 
@@ -73,12 +74,22 @@ def test_bad_options_are_one_line_errors():
         OpenAIBackend("m", "http://x/v1", api="responses", check=False)
 
 
-def test_api_key_goes_only_into_the_authorization_header(monkeypatch):
+def test_api_key_goes_only_into_the_authorization_header(monkeypatch, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)  # the openai client's and httpx's debug logs included
     monkeypatch.setenv("MY_KEY", "sk-secret-123")
-    client = _client(api_key_env="MY_KEY")
-    assert client._headers()["Authorization"] == "Bearer sk-secret-123"
+    with _running(_ScriptedServer()) as server:
+        client = _client(server.url, api_key_env="MY_KEY")
+        client.generate([_chat("hi")])
+    assert server.seen[0][1] == "Bearer sk-secret-123"
     _, body = client.payload(GenerationRequest(PARAMS, messages=CHAT))
-    assert "sk-secret" not in json.dumps(body) + repr(client) + client.model_id
+    assert "sk-secret" not in json.dumps(body) + repr(client) + client.model_id + json.dumps(client.capabilities())
+    assert "Sending HTTP Request" in caplog.text and "sk-secret" not in caplog.text
+    monkeypatch.delenv("MY_KEY")
+    with _running(_ScriptedServer()) as server:
+        _client(server.url, api_key_env="MY_KEY").generate([_chat("hi")])
+    assert server.seen[0][1] == "Bearer EMPTY"  # no key: the placeholder keyless servers ignore
 
 
 def test_parse_orders_choices_reads_logprobs_and_token_ids():
@@ -127,6 +138,10 @@ class _Scripted(BaseHTTPRequestHandler):
             self._send(status, {"error": {"message": f"scripted {status} {state.echo_key}".strip()}}, headers)
             return
         content = body["messages"][-1]["content"]
+        if state.seeds == "ignored":
+            content += f"@{len(state.seen)}"  # a different text every time, whatever the seed
+        elif state.seeds == "honoured":
+            content += f"@{body['seed']}"
         choices = [{"index": k, "message": {"content": f"{content}#{k}"}, "finish_reason": "stop"}
                    for k in reversed(range(body["n"]))]
         self._send(200, {"choices": choices})
@@ -144,9 +159,10 @@ class _Scripted(BaseHTTPRequestHandler):
 class _ScriptedServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, failures=(), delay=0.0, retry_after="0", echo_key=""):
+    def __init__(self, failures=(), delay=0.0, retry_after="0", echo_key="", seeds="unused"):
         super().__init__(("127.0.0.1", 0), _Scripted)
         self.failures, self.delay, self.retry_after, self.echo_key = list(failures), delay, retry_after, echo_key
+        self.seeds = seeds  # "honoured": the text depends on the seed; "ignored": it changes every time
         self.seen, self.lock, self.in_flight, self.peak = [], threading.Lock(), 0, 0
 
     @property
@@ -174,7 +190,7 @@ def test_transient_failures_are_retried_and_retry_after_is_obeyed():
         client = _client(server.url, max_retries=5)
         started = time.perf_counter()
         [gen] = client.generate([_chat("hi")])
-        assert time.perf_counter() - started >= 0.3  # the 429's Retry-After, not the 10 ms backoff
+        assert time.perf_counter() - started >= 0.3  # the 429's Retry-After
     assert gen.text == "hi#0" and len(server.seen) == 4 and client.usage["retries"] == 3
 
 
@@ -209,11 +225,39 @@ def test_requests_run_concurrently_within_the_bound_and_come_back_in_order():
         [(f"q{i}#{k}", i, k) for i in range(9) for k in range(2)]
 
 
+@pytest.mark.parametrize(("seeds", "found", "sent"), [("honoured", "honoured", 6), ("ignored", "ignored", 5),
+                                                      ("unused", "no sampling seen", 6)])
+def test_a_seeded_sampled_request_is_sent_again_once_to_find_out_whether_seeds_hold(seeds, found, sent, caplog):
+    sampled = GenerationRequest(SamplingParams(temperature=0.8, seed=3), messages=CHAT)
+    with _running(_ScriptedServer(seeds=seeds)) as server:
+        client = _client(server.url)
+        client.generate([_chat("greedy")])
+        assert client.capabilities()["seeds"] == "not checked (no seeded sampled request)"
+        client.generate([_chat("greedy"), sampled])
+        client.generate([sampled])
+    # 1, then 2 and the same request again (then with seed 4 unless the repeat already differed), then 1: once
+    assert len(server.seen) == sent
+    [original] = [body for body, _ in server.seen[1:3] if body["temperature"] == 0.8]  # the pair went out at once
+    assert server.seen[3][0] == original
+    if sent == 6:
+        assert server.seen[4][0] == {**original, "seed": 4}
+    capabilities = client.capabilities()
+    assert capabilities["seeds"].startswith(found)
+    assert capabilities["logprobs"] == "not returned by the server" and capabilities["server"] == server.url
+    assert ("sampled results may not repeat" in caplog.text) == (found != "honoured")
+
+
+def test_the_first_rejected_request_cancels_the_ones_still_waiting():
+    with _running(_ScriptedServer(failures=[400], delay=0.2)) as server, pytest.raises(SelfCorrectError):
+        _client(server.url, max_concurrency=1).generate([_chat(f"q{i}") for i in range(10)])
+    assert len(server.seen) == 1  # the other nine never went out
+
+
 def test_an_unreachable_server_fails_fast_in_one_line():
     url = f"http://127.0.0.1:{_free_port()}/v1"
     started = time.perf_counter()
     with pytest.raises(SelfCorrectError) as unreachable:
-        OpenAIBackend("tiny", url, max_retries=1, backoff=0.01)
+        OpenAIBackend("tiny", url, max_retries=1)
     assert time.perf_counter() - started < 2
     assert str(unreachable.value) == f"cannot reach OpenAI-compatible server at {url}: connection refused " \
                                      "(after 1 retries)"
@@ -223,13 +267,13 @@ def test_cli_eval_against_an_unreachable_server_exits_2_with_one_line(tmp_path, 
     url = f"http://127.0.0.1:{_free_port()}/v1"
     code = main(["eval", "--out", str(tmp_path / "run"), "--backend", "openai", "--model", "tiny", "--limit", "2",
                  "--set", f"backend_options.base_url={url}", "--set", "backend_options.max_retries=1",
-                 "--set", "backend_options.backoff=0.01", "--quiet"])
+                 "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and err == f"error: cannot reach OpenAI-compatible server at {url}: connection refused " \
                                 "(after 1 retries)\n"
 
 
-# -- a real server: selfcorrect.serve hosting a tiny gpt2 ----------------------------------------------------------
+# -- a real server: selfcorrect serve hosting a tiny gpt2 ----------------------------------------------------------
 
 TASK = {"task": "sandbox-chain", "task_options": {"n_digits": 4, "sizes": {"test": 12}}, "rounds": 2,
         "chunk_size": 4, "max_new_tokens": 10}
@@ -256,11 +300,9 @@ def hf(tiny_dir):
 
 @contextmanager
 def _serving(backend: Backend, port: int = 0):
-    from selfcorrect.serve import make_server
+    from selfcorrect.serving.app import make_server
 
-    server = make_server(backend, port=port, model_name="tiny")
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
+    server = make_server(backend, port=port, model_name="tiny").start()
     try:
         yield server
     finally:
@@ -305,6 +347,9 @@ def test_eval_through_the_server_equals_the_hf_backend_greedy(served, hf_run, tm
     summary = run_eval(config, tmp_path / "run", quiet=True)
     _assert_same_run(tmp_path / "run", hf_out)
     assert summary["metrics"] == hf_summary["metrics"]
+    assert summary["backend"] == {"server": served.url, "logprobs": "returned",
+                                  "seeds": "not checked (no seeded sampled request)"}  # greedy only
+    assert "backend" not in hf_summary
 
 
 @pytest.mark.slow
@@ -321,136 +366,3 @@ def test_seeded_samples_through_the_server_equal_the_hf_backend(served, hf, tiny
     assert len({g.text for g in ours[:3]}) > 1  # the three samples of a sampled request differ
     for mine, theirs in zip(ours, reference, strict=True):
         assert mine.token_logprobs == pytest.approx(theirs.token_logprobs, abs=1e-4)
-
-
-class _GoesDown(Backend):
-    """Answers `budget` requests through `inner`, then stops its server (new connections are refused) and fails."""
-
-    name = "hf"
-
-    def __init__(self, inner: Backend, budget: int) -> None:
-        self.inner, self.budget, self.server = inner, budget, None
-
-    def generate(self, requests):
-        if self.budget < len(requests):
-            if self.server is not None:
-                self.server.shutdown()
-                self.server.server_close()
-                self.server = None
-            raise RuntimeError("server going down")
-        self.budget -= len(requests)
-        return self.inner.generate(requests)
-
-
-@pytest.mark.slow
-def test_server_down_mid_run_fails_in_one_line_and_resume_completes_each_id_once(hf, hf_run, tmp_path):
-    port = _free_port()
-    config = EvalConfig(backend="openai", model="tiny", backend_options={
-        "base_url": f"http://127.0.0.1:{port}/v1", **FAST}, **TASK)
-    dying = _GoesDown(hf, budget=4 * 3)  # the first chunk's three rounds, then down
-    with _serving(dying, port) as server:
-        dying.server = server
-        with pytest.raises(SelfCorrectError) as down:
-            run_eval(config, tmp_path / "run", quiet=True)
-    assert str(down.value) == f"cannot reach OpenAI-compatible server at http://127.0.0.1:{port}/v1: " \
-                              "connection refused (after 2 retries)"
-    assert len((tmp_path / "run" / "samples.jsonl").read_text().splitlines()) == 4  # the finished chunk only
-
-    with _serving(hf, port):
-        summary = run_eval(config, tmp_path / "run", resume=True, quiet=True)
-    lines = (tmp_path / "run" / "samples.jsonl").read_text().splitlines()
-    ids = [json.loads(line)["id"] for line in lines]
-    assert len(ids) == 12 and len(set(ids)) == 12
-    _assert_same_run(tmp_path / "run", hf_run[0])
-    assert summary["metrics"] == hf_run[1]["metrics"]
-
-
-# -- the server's own contract ---------------------------------------------------------------------------------------
-
-def _http(url: str, body: dict | None = None, raw: bytes | None = None) -> tuple[int, dict]:
-    import urllib.error
-    import urllib.request
-
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=20) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
-@pytest.mark.slow
-def test_server_routes_and_openai_shaped_errors(served):
-    base = served.url.removesuffix("/v1")
-    assert _http(base + "/health") == (200, {"status": "ok"})
-    assert _http(served.url + "/models")[1]["data"][0]["id"] == "tiny"
-    chat = served.url + "/chat/completions"
-    messages = [{"role": "user", "content": "hi"}]
-    cases = [({"model": "tiny", "messages": messages, "stream": True}, 400, "streaming is not supported"),
-             ({"model": "other", "messages": messages}, 404, "this server serves 'tiny'"),
-             ({"model": "tiny", "messages": messages, "temperature": 3}, 400,
-              "temperature must be 0 (greedy) or in [0.01, 2]"),
-             ({"model": "tiny", "messages": []}, 400, "'messages' must be a non-empty list")]
-    for body, status, message in cases:
-        code, answer = _http(chat, body)
-        assert code == status and message in answer["error"]["message"]
-    assert _http(chat, raw=b"{not json")[0] == 400
-    assert _http(served.url + "/embeddings", {"model": "tiny"})[0] == 404
-
-
-@pytest.mark.slow
-def test_completions_take_a_list_of_prompts_and_report_usage(served):
-    body = {"model": "tiny", "prompt": ["Alice has", "12 + 7 ="], "n": 2, "max_tokens": 5, "temperature": 0,
-            "logprobs": 1}
-    code, answer = _http(served.url + "/completions", body)
-    assert code == 200 and [c["index"] for c in answer["choices"]] == [0, 1, 2, 3]
-    assert all(len(c["logprobs"]["token_logprobs"]) == len(c["logprobs"]["tokens"]) for c in answer["choices"])
-    assert answer["usage"]["completion_tokens"] == sum(len(c["logprobs"]["tokens"]) for c in answer["choices"])
-    assert answer["usage"]["prompt_tokens"] > 0
-
-
-def test_queued_requests_share_a_batch_and_a_failing_one_does_not_fail_its_mates():
-    from selfcorrect.backends.scripted import ScriptedBackend
-    from selfcorrect.serve import Batcher
-
-    release = threading.Event()
-
-    def respond(request, _sample):
-        if request.prompt == "first":
-            release.wait(10)  # keeps the worker busy while the others queue up
-        if request.prompt == "bad":
-            raise SelfCorrectError("this prompt is too long")
-        return request.prompt.upper()
-
-    batcher = Batcher(ScriptedBackend(respond=respond))
-    results: dict[str, object] = {}
-
-    def ask(prompt):
-        try:
-            results[prompt] = [g.text for g in batcher.submit([GenerationRequest(SamplingParams(), prompt=prompt)])]
-        except SelfCorrectError as exc:
-            results[prompt] = str(exc)
-
-    threads = [threading.Thread(target=ask, args=(p,)) for p in ("first", "good", "bad")]
-    threads[0].start()
-    while not batcher.batches:
-        time.sleep(0.001)
-    for thread in threads[1:]:
-        thread.start()
-    while batcher._queue.qsize() < 2:
-        time.sleep(0.001)
-    release.set()
-    for thread in threads:
-        thread.join()
-    batcher.close()
-    assert results == {"first": ["FIRST"], "good": ["GOOD"], "bad": "this prompt is too long"}
-    assert batcher.batches == [1, 2, 1, 1]  # the queued pair together, then one by one to isolate the failure
-
-
-def test_serve_main_reports_a_missing_model_in_one_line(capsys):
-    from selfcorrect.serve import main as serve_main
-
-    assert serve_main(["--model", "/no/such/model", "--port", str(_free_port())]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: model folder /no/such/model does not exist") and err.count("\n") == 1

@@ -151,6 +151,10 @@ class Backend(ABC):
     def describe(self) -> dict[str, Any]:
         """What a run records about the backend (its name, model and any setting resolved at load, like dtype)."""
         return {"name": self.name, "model": self.model_id}
+    def capabilities(self) -> dict[str, str]:
+        """What this backend found it can and cannot give (a server's logprobs and seeds), for the run's summary;
+        empty where nothing needs finding out."""
+        return {}
 
     def close(self) -> None:  # noqa: B027 - optional hook, most backends hold nothing to release
         """Release resources (server connections, GPU memory)."""

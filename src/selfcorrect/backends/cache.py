@@ -161,6 +161,8 @@ class CachedBackend(Backend):
 
     def describe(self) -> dict[str, Any]:
         return self.inner.describe()
+    def capabilities(self) -> dict[str, str]:
+        return self.inner.capabilities()
 
     def key(self, request: GenerationRequest) -> str:
         return request.cache_key(self._model_key)

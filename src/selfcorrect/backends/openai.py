@@ -1,108 +1,48 @@
 """The `openai` backend: any OpenAI-compatible server (vLLM serve, `selfcorrect serve`, transformers serve,
-llama.cpp, Ollama, hosted APIs) through its chat or completions endpoint.
+llama.cpp, Ollama, hosted APIs) through its chat or completions endpoint, with the official `openai` package.
 
-Why the standard library (urllib, a thread pool) and not the `openai` client: it adds no dependency, and a round is
-one batch of independent requests, which a bounded pool of blocking calls sends as fast as the server can answer.
-Each request goes out once with `n` samples and its own seed (`SamplingParams.to_openai`), so a server that honours
-seeds (vLLM, `selfcorrect serve`) gives the same samples whatever else is in flight.
+Why the package: it is what the field uses, so its retries (connection errors, timeouts, 408, 409, 429 and 5xx,
+exponential backoff with jitter, `Retry-After` obeyed), timeouts and typed errors are the ones every server is
+tested against. A round is one batch of independent requests: they go out through `AsyncOpenAI` on a private event
+loop, at most `max_concurrency` in flight (a semaphore), and the first request that fails for good cancels the
+rest. Each request goes out once with `n` samples and its own seed (`SamplingParams.to_openai`), so a server that
+honours seeds (vLLM, `selfcorrect serve`) gives the same samples whatever else is in flight.
 
-Failures are split in two. Connection errors, timeouts, 429 and 5xx are transient: retried with exponential backoff
-and jitter (a 429's `Retry-After` is obeyed), and when the retries run out the run stops with ONE line that names
-the server and the reason. Any other HTTP error is the user's to fix and stops at once with the server's own message.
-Runs append finished chunks only, so `--resume` after a server outage continues where it stopped.
+When the package's retries run out, or the server rejects a request (4xx other than 408/409/429), the run stops
+with ONE line that names the server and the reason (the server's own message). Runs append finished chunks only,
+so `--resume` after a server outage continues where it stopped.
 
-The API key is read from an environment variable and goes only into the Authorization header: never into logs,
-error messages, cache keys (`model_id` is the model name alone) or run configs.
+The API key is read from an environment variable and handed only to the client, which sends it as a Bearer token:
+never into logs, error messages, cache keys (`model_id` is the model name alone) or run configs. Without a key the
+client sends the placeholder `EMPTY`, as vLLM's docs do; servers without authentication ignore it.
 
-Logprobs are requested and parsed where the server returns them; where it does not (transformers serve ignores
-the field), generations carry `token_logprobs=None` and `supports_logprobs` turns False, so a run can say so.
-Servers that return tokens as `token_id:<id>` (vLLM's `return_tokens_as_token_ids`, passed via `extra_body`) also
-fill `token_ids`.
+What a server does not give is found out, not assumed, and `capabilities()` says so for the run's summary (each
+finding is also logged once): logprobs (transformers serve ignores the field: generations then carry
+`token_logprobs=None` and `supports_logprobs` turns False), and seeds (the first seeded sampled request is sent
+again, then with another seed: the same text, then a different one, mean seeds hold). Servers that return
+tokens as `token_id:<id>` (vLLM's `return_tokens_as_token_ids`, passed via `extra_body`) also fill `token_ids`.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import os
-import random
-import socket
 import threading
-import urllib.error
-import urllib.parse
-import urllib.request
-from collections.abc import Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from collections.abc import Coroutine, Sequence
+from dataclasses import replace
 from typing import Any
 
 from selfcorrect.backends.base import Backend, Generation, GenerationRequest, repeat_greedy
+from selfcorrect.backends.openai_errors import Server, one_line
 from selfcorrect.backends.scripted import truncate_at_stop
 from selfcorrect.errors import SelfCorrectError
 
 logger = logging.getLogger(__name__)
 
 APIS = ("chat", "completions")
-RETRY_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
-MAX_BACKOFF_S = 30.0
 _TOKEN_ID_PREFIX = "token_id:"
-
-
-class _Transient(Exception):
-    """A failure worth retrying; `reason` completes "cannot reach ... at URL: <reason>"-style messages."""
-
-    def __init__(self, reason: str, retry_after: float | None = None, reached: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.retry_after = retry_after
-        self.reached = reached  # the server answered (with an HTTP error) rather than not answering at all
-
-
-class _Rejected(SelfCorrectError):
-    """A permanent HTTP error (4xx other than 408/409/425/429): the request itself must change."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class _Cancelled(Exception):
-    """Raised in a worker whose batch already failed elsewhere, so it stops retrying at once."""
-
-
-def _one_line(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-def _display_url(url: str) -> str:
-    """The URL without any user:password part, for messages."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-
-
-def _server_message(body: bytes) -> str:
-    """The human part of an error body: OpenAI's {"error": {"message"}}, vLLM's {"message"}, FastAPI's {"detail"}."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return _one_line(body.decode("utf-8", "replace"))
-    if isinstance(data, dict):
-        error = data.get("error")
-        for candidate in (error.get("message") if isinstance(error, dict) else error, data.get("message"),
-                          data.get("detail")):
-            if candidate:
-                return _one_line(str(candidate))
-    return _one_line(json.dumps(data))
-
-
-def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After") if headers is not None else None
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None  # an HTTP date; plain backoff is close enough
+_NO_KEY = "EMPTY"
 
 
 def parse_logprobs(logprobs: Any, chat: bool) -> tuple[list[float] | None, list[int]]:
@@ -138,10 +78,10 @@ class OpenAIBackend(Backend):
     `api="chat"` sends chat messages to /chat/completions (the server applies its chat template). `api="completions"`
     sends raw text to /completions; chat messages are then rendered with the chat template of `tokenizer` (a local
     folder or hub id), as lm-eval's local-completions does. Raw-prompt requests always go to /completions.
-    `max_concurrency` bounds requests in flight; `max_retries` and `backoff` (seconds, doubled per retry) bound how
-    long a failing server is retried; `timeout` is per request. `logprobs=False` stops asking for logprobs (for
-    servers that reject the field); `extra_body` is merged into every request (server-specific options).
-    `check=True` probes the server once at construction, so a wrong URL fails in seconds, before any work.
+    `max_concurrency` bounds requests in flight; `max_retries` is the `openai` client's (transient failures only);
+    `timeout` is per request. `logprobs=False` stops asking for logprobs (for servers that reject the field);
+    `extra_body` is merged into every request (server-specific options). `check=True` probes the server once at
+    construction, so a wrong URL fails in seconds, before any work.
     """
 
     name = "openai"
@@ -149,33 +89,34 @@ class OpenAIBackend(Backend):
     supports_hidden_states = False
 
     def __init__(self, model: str, base_url: str, api: str = "chat", api_key_env: str = "OPENAI_API_KEY",
-                 max_concurrency: int = 8, max_retries: int = 5, timeout: float = 60.0, backoff: float = 0.5,
-                 logprobs: bool = True, extra_body: dict[str, Any] | None = None, tokenizer: str | None = None,
-                 check: bool = True) -> None:
+                 max_concurrency: int = 8, max_retries: int = 5, timeout: float = 60.0, logprobs: bool = True,
+                 extra_body: dict[str, Any] | None = None, tokenizer: str | None = None, check: bool = True) -> None:
         if api not in APIS:
             raise SelfCorrectError(f"openai backend: api must be one of {', '.join(APIS)}, got {api!r}")
         if not str(base_url).startswith(("http://", "https://")):
             raise SelfCorrectError(f"openai backend: base_url must start with http:// or https://, got {base_url!r} "
                                    "(e.g. http://127.0.0.1:8000/v1)")
-        if max_concurrency < 1 or max_retries < 0 or timeout <= 0 or backoff < 0:
-            raise SelfCorrectError("openai backend: max_concurrency must be >= 1, max_retries >= 0, timeout > 0 "
-                                   "and backoff >= 0")
+        if max_concurrency < 1 or max_retries < 0 or timeout <= 0:
+            raise SelfCorrectError("openai backend: max_concurrency must be >= 1, max_retries >= 0 and timeout > 0")
         self.model = str(model)
         self.base_url = str(base_url).rstrip("/")
         self.api = api
         self.api_key_env = api_key_env
-        self._api_key = os.environ.get(api_key_env) or None
         self.max_concurrency = max_concurrency
         self.max_retries = max_retries
         self.timeout = float(timeout)
-        self.backoff = float(backoff)
+        self.server = Server(self.base_url, api_key_env, self.timeout)
         self.request_logprobs = logprobs
         self.extra_body = dict(extra_body or {})
         self.tokenizer_source = tokenizer
         self._tokenizer: Any = None
         self.supports_logprobs = logprobs
+        self.seeds: str | None = None  # what the seed check found; None until a seeded sampled request went out
         self.usage = {"requests": 0, "retries": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._client: Any = None
         if check:
             self.check_server()
 
@@ -186,20 +127,36 @@ class OpenAIBackend(Backend):
 
     @property
     def where(self) -> str:
-        return _display_url(self.base_url)
+        return self.server.where
+
+    def capabilities(self) -> dict[str, str]:
+        """What this server was found to give, for the run's summary."""
+        if not self.request_logprobs:
+            logprobs = "not requested (logprobs: false)"
+        elif self.usage["requests"] == 0:
+            logprobs = "not checked (no request answered yet)"
+        else:
+            logprobs = "returned" if self.supports_logprobs else "not returned by the server"
+        return {"server": self.where, "logprobs": logprobs,
+                "seeds": self.seeds or "not checked (no seeded sampled request)"}
+
+    # -- the wire -------------------------------------------------------------------------------------------------
 
     def payload(self, request: GenerationRequest) -> tuple[str, dict[str, Any]]:
-        """(endpoint path, JSON body) for one request: the whole translation from our types to the wire."""
+        """(endpoint path, keyword arguments of the client's `create`) for one request: the whole translation from
+        our types to the wire. Server-specific options travel as `extra_body`."""
         body: dict[str, Any] = {"model": self.model, **request.params.to_openai()}
+        if self.extra_body:
+            body["extra_body"] = dict(self.extra_body)
         if request.messages is not None and self.api == "chat":
             body["messages"] = request.messages
             if self.request_logprobs:
                 body["logprobs"] = True
-            return "/chat/completions", {**body, **self.extra_body}
+            return "/chat/completions", body
         body["prompt"] = request.prompt if request.messages is None else self.render(request.messages)
         if self.request_logprobs:
             body["logprobs"] = 1  # the legacy field's count of alternatives; 1 is accepted everywhere (0 is not)
-        return "/completions", {**body, **self.extra_body}
+        return "/completions", body
 
     def render(self, messages: list[dict[str, str]]) -> str:
         """Chat messages as one prompt string through `tokenizer`'s chat template (api="completions")."""
@@ -214,108 +171,98 @@ class OpenAIBackend(Backend):
                     self._tokenizer = AutoTokenizer.from_pretrained(self.tokenizer_source)
                 except (OSError, ValueError) as exc:
                     raise SelfCorrectError(f"openai backend: cannot load tokenizer {self.tokenizer_source!r}: "
-                                           f"{_one_line(str(exc), 200)}") from None
+                                           f"{one_line(str(exc), 200)}") from None
         if not self._tokenizer.chat_template:
             return "\n".join(m["content"] for m in messages)
         return self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": "selfcorrect"}
-        if self._api_key:
-            headers["Authorization"] = f"Bearer {self._api_key}"
-        return headers
+    def _error(self, exc: Exception, path: str, retries: int | None = None) -> SelfCorrectError:
+        return self.server.failure(exc, path, self.max_retries if retries is None else retries)
 
-    def _scrub(self, text: str) -> str:
-        """Never let the key through, even if a server echoes it back."""
-        return text.replace(self._api_key, "***") if self._api_key else text
+    # -- the event loop the client runs on ------------------------------------------------------------------------
 
-    def _send_once(self, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        """One HTTP exchange. Transient failures raise `_Transient`; permanent ones a `SelfCorrectError`."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(self.base_url + path, data=data, headers=self._headers(),
-                                         method="GET" if body is None else "POST")
+    def _run(self, work: Coroutine[Any, Any, Any]) -> Any:
+        """Run `work` on this backend's own event loop (a daemon thread), so `generate` stays a plain call from any
+        thread, a notebook's running loop included. Ctrl-C or any error here cancels what is still in flight."""
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(target=self._loop.run_forever, name="selfcorrect-openai",
+                                                daemon=True)
+                self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(work, self._loop)
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            message = self._scrub(_server_message(exc.read() or b""))
-            if exc.code in RETRY_STATUS:
-                raise _Transient(f"HTTP {exc.code} {message}", _retry_after(exc.headers), reached=True) from None
-            hint = ""
-            if exc.code in (401, 403):
-                hint = f"; set {self.api_key_env} to a valid key"
-            elif exc.code == 404 and not self.base_url.endswith("/v1"):
-                hint = " (OpenAI-compatible servers usually want a base_url ending in /v1)"
-            raise _Rejected(f"OpenAI-compatible server at {self.where} rejected {path}: HTTP {exc.code} "
-                            f"{message}{hint}", exc.code) from None
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, socket.gaierror):
-                raise SelfCorrectError(f"cannot reach OpenAI-compatible server at {self.where}: unknown host "
-                                       f"{urllib.parse.urlsplit(self.base_url).hostname!r}") from None
-            raise _Transient(self._describe(reason)) from None
-        except (OSError, ValueError) as exc:  # timeouts while reading, resets, truncated responses
-            raise _Transient(self._describe(exc)) from None
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise SelfCorrectError(f"OpenAI-compatible server at {self.where} answered {path} with something "
-                                   f"that is not JSON: {_one_line(raw.decode('utf-8', 'replace'), 80)!r}") from None
+            return future.result()
+        except BaseException:
+            future.cancel()
+            raise
 
-    def _describe(self, reason: object) -> str:
-        if isinstance(reason, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(reason, TimeoutError | socket.timeout):
-            return f"no answer within {self.timeout:g} s (raise backend_options.timeout or lower max_concurrency)"
-        if isinstance(reason, ConnectionError):
-            return "connection lost"
-        return self._scrub(_one_line(str(reason) or type(reason).__name__, 120))
+    def _async_client(self) -> Any:
+        """The `AsyncOpenAI` client, made on the loop's thread on first use."""
+        if self._client is None:
+            from openai import AsyncOpenAI
 
-    def _send(self, path: str, body: dict[str, Any] | None, cancel: threading.Event | None = None,
-              retries: int | None = None, probe: bool = False) -> dict[str, Any]:
-        """`_send_once` with retries: exponential backoff with full jitter, never past MAX_BACKOFF_S a wait.
+            self._client = AsyncOpenAI(base_url=self.base_url, api_key=os.environ.get(self.api_key_env) or _NO_KEY,
+                                       max_retries=self.max_retries, timeout=self.timeout)
+        return self._client
 
-        `probe=True` returns {} as soon as the server answers at all, even with an error status.
-        """
-        retries = self.max_retries if retries is None else retries
-        cancel = cancel or threading.Event()
-        for attempt in range(retries + 1):
-            if cancel.is_set():
-                raise _Cancelled
-            try:
-                return self._send_once(path, body)
-            except _Transient as exc:
-                if probe and exc.reached:
-                    return {}
-                if attempt == retries:
-                    if exc.reached:
-                        raise SelfCorrectError(f"OpenAI-compatible server at {self.where} kept failing on {path}: "
-                                               f"{exc.reason} (after {retries} retries)") from None
-                    raise SelfCorrectError(f"cannot reach OpenAI-compatible server at {self.where}: {exc.reason} "
-                                           f"(after {retries} retries)") from None
-                delay = exc.retry_after if exc.retry_after is not None else \
-                    self.backoff * (2 ** attempt) * random.uniform(0.5, 1.0)
-                with self._lock:
-                    self.usage["retries"] += 1
-                if cancel.wait(min(delay, MAX_BACKOFF_S)):
-                    raise _Cancelled from None
-        raise AssertionError("unreachable")
+    def close(self) -> None:
+        if self._loop is None:
+            return
+        if self._client is not None:
+            self._run(self._client.close())
+            self._client = None
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._loop.close()
+        self._loop = self._thread = None
+
+    # -- requests -------------------------------------------------------------------------------------------------
 
     def check_server(self) -> None:
         """GET /models with at most 2 retries, so a wrong URL fails in seconds. Any HTTP answer means a server is
-        there (transformers serve answers 500 without an HF cache dir); only no answer at all, or a refused key, is
-        an error. A model the server does not list is only warned about: some servers accept unlisted aliases."""
+        there (transformers serve may answer 500 for a listing it cannot build offline); only no answer at all,
+        or a refused key, is an error. A model the server does not list is only warned about: some servers
+        accept unlisted aliases."""
+        self._run(self._check())
+
+    async def _check(self) -> None:
+        import openai
+
+        retries = min(self.max_retries, 2)
         try:
-            listing = self._send("/models", None, retries=min(self.max_retries, 2), probe=True)
-        except _Rejected as exc:
-            if exc.status in (401, 403):
-                raise
+            listing = await self._async_client().with_options(max_retries=retries).models.list()
+        except openai.APIStatusError as exc:
+            if exc.status_code in (401, 403):
+                raise self._error(exc, "/models") from None
             return
-        data = listing.get("data") if isinstance(listing, dict) else None
-        served = [m.get("id") for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+        except openai.APIError as exc:
+            raise self._error(exc, "/models", retries) from None
+        served = [getattr(m, "id", None) for m in getattr(listing, "data", None) or []]
         if served and self.model not in served:
             logger.warning("server at %s lists %s, not %r; requests may be refused", self.where,
                            ", ".join(map(str, served[:5])), self.model)
+
+    async def _send(self, request: GenerationRequest) -> tuple[dict[str, Any], bool]:
+        """One request through the client: (the response as a plain dict, whether it was a chat completion)."""
+        import openai
+
+        path, body = self.payload(request)
+        client = self._async_client()
+        endpoint = client.chat.completions if path == "/chat/completions" else client.completions
+        try:
+            raw = await endpoint.with_raw_response.create(**body)
+            completion = raw.parse()
+        except openai.APIError as exc:
+            raise self._error(exc, path) from None
+        except ValueError as exc:  # a 200 whose body is not JSON
+            raise SelfCorrectError(f"OpenAI-compatible server at {self.where} answered {path} with something "
+                                   f"that is not JSON: {one_line(str(exc), 80)}") from None
+        with self._lock:
+            self.usage["retries"] += raw.retries_taken
+        response = completion.to_dict() if hasattr(completion, "to_dict") else completion
+        return response if isinstance(response, dict) else {}, path == "/chat/completions"
 
     def parse(self, request: GenerationRequest, response: dict[str, Any], chat: bool) -> list[Generation]:
         """One response's choices as Generations, ordered by choice index (request_index left 0); a greedy request
@@ -326,7 +273,7 @@ class OpenAIBackend(Backend):
             raise SelfCorrectError(f"OpenAI-compatible server at {self.where} returned {count} choice(s) for "
                                    f"n={request.params.draws}; it may not support n > 1 (use n=1 or another server)")
         generations = []
-        for sample_index, choice in enumerate(sorted(choices, key=lambda c: c.get("index", 0))):
+        for sample_index, choice in enumerate(sorted(choices, key=lambda c: c.get("index") or 0)):
             text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
             text = text or ""
             cut = truncate_at_stop(text, request.params.stop)  # for servers that ignore `stop`
@@ -345,32 +292,57 @@ class OpenAIBackend(Backend):
                                self.where)
         return repeat_greedy(generations, request.params)
 
+    async def _answer(self, request: GenerationRequest, slots: asyncio.Semaphore) -> list[Generation]:
+        async with slots:
+            response, chat = await self._send(request)
+        return self.parse(request, response, chat)
+
+    async def _answer_all(self, requests: Sequence[GenerationRequest]) -> list[list[Generation]]:
+        """Every request, at most `max_concurrency` in flight; the first failure cancels the others."""
+        slots = asyncio.Semaphore(self.max_concurrency)
+        tasks = [asyncio.ensure_future(self._answer(r, slots)) for r in requests]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in tasks:
+                if task.done() and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            results = [task.result() for task in tasks]
+        finally:
+            for task in tasks:
+                task.cancel()
+        if self.seeds is None:
+            await self._check_seeds(requests, results)
+        return results
+
+    async def _check_seeds(self, requests: Sequence[GenerationRequest], results: list[list[Generation]]) -> None:
+        """Send the first seeded sampled request again, then with another seed: the same texts, then different
+        ones, mean the server honours seeds. Logged once where they do not hold."""
+        sampled = [i for i, r in enumerate(requests) if not r.params.greedy]
+        if not sampled:
+            return
+        request = requests[sampled[0]]
+        texts = [g.text for g in results[sampled[0]]]
+        another = replace(request, params=replace(request.params, seed=(request.params.seed + 1) % 2 ** 63))
+        if await self._texts(request) != texts:
+            self.seeds = "ignored (the same seeded request, sent twice, gave different texts)"
+        elif await self._texts(another) == texts:
+            self.seeds = ("no sampling seen (another seed gave the same text too: the server may not sample, or "
+                          "the model is very sure)")
+        else:
+            self.seeds = "honoured (the same seed gave the same text, another seed a different one)"
+            return
+        logger.warning("server at %s: seeds %s; sampled results may not repeat", self.where, self.seeds)
+
+    async def _texts(self, request: GenerationRequest) -> list[str]:
+        return [g.text for g in self.parse(request, *await self._send(request))]
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         if any(r.hidden_layers for r in requests):
             raise SelfCorrectError("openai backend: hidden states are not available through a server API; "
                                    "use the hf backend for hidden-state probes")
         if not requests:
             return []
-        cancel = threading.Event()
-
-        def one(request: GenerationRequest) -> list[Generation]:
-            path, body = self.payload(request)
-            return self.parse(request, self._send(path, body, cancel), chat=path == "/chat/completions")
-
-        pool = ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(requests)),
-                                  thread_name_prefix="selfcorrect-openai")
-        futures = [pool.submit(one, r) for r in requests]
-        try:
-            wait(futures, return_when=FIRST_EXCEPTION)
-            failed = [f for f in futures if f.done() and f.exception() is not None]
-            if failed:
-                raise failed[0].exception()  # type: ignore[misc]
-            results = [f.result() for f in futures]
-        except BaseException:
-            cancel.set()  # workers stop retrying; the first error is the one reported
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown(wait=True)
+        results = self._run(self._answer_all(requests))
         generations = []
         for request_index, samples in enumerate(results):
             for gen in samples:

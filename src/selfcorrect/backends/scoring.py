@@ -76,3 +76,35 @@ def continuation_nlls(model: Any, prompts: Sequence[list[int]], continuations: S
         result.append(per_row[start:start + len(options)])
         start += len(options)
     return result
+
+
+def continuation_logprobs(model: Any, prompts: Sequence[list[int]], continuations: Sequence[list[int]],
+                          pad_id: int) -> list[Any]:
+    """Per continuation, the model's whole log-distribution (temperature 1) at each of its tokens, a (len, vocab)
+    tensor on the CPU, from one right-padded forward pass over every prompt + continuation (the server's
+    `top_logprobs`; it needs every vocabulary entry, so the caller keeps requests few).
+
+    Right padding keeps every real token at its natural position (GPT-2's learned positions need that), and the
+    causal mask means the padding after a row can never influence its scores.
+    """
+    import torch
+
+    sequences = [list(p) + list(c) for p, c in zip(prompts, continuations, strict=True)]
+    if any(not c for c in continuations):
+        raise ValueError("cannot score an empty continuation")
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, seq in enumerate(sequences):
+        ids[i, :len(seq)] = torch.tensor(seq)
+        mask[i, :len(seq)] = 1
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
+    finally:
+        model.train(was_training)
+    logprobs = torch.log_softmax(logits, dim=-1).cpu()
+    return [logprobs[i, len(prompt) - 1:len(prompt) + len(cont) - 1]
+            for i, (prompt, cont) in enumerate(zip(prompts, continuations, strict=True))]

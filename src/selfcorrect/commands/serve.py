@@ -12,15 +12,18 @@ def serve_command(
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default: there is no authentication).")]
     = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    served_model_name: Annotated[str | None, typer.Option(help="Name clients pass as `model`.")] = None,
+    served_model_name: Annotated[str | None, typer.Option(help="Name clients pass as `model` (default: --model "
+                                                                "as given).")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
-    max_batch: Annotated[int, typer.Option(help="Requests decoded together in one backend call.")] = 64,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16, float16 or auto.")] = "auto",
+    max_batch: Annotated[int, typer.Option(help="Most requests decoded together in one backend call.")] = 64,
 ) -> None:
-    """Serve a model with /v1/chat/completions, /v1/completions, /v1/models and /health until Ctrl-C."""
-    from selfcorrect.serve import serve_model
+    """Serve a model with /v1/chat/completions, /v1/completions (streaming, logprobs, top_logprobs, n, seed),
+    /v1/models and /health until Ctrl-C."""
+    from selfcorrect.serving.app import serve_model
 
     serve_model(model=model, host=host, port=port, served_model_name=served_model_name, device=device,
-                max_batch=max_batch)
+                dtype=dtype, max_batch=max_batch)
 
 
 def register(app: typer.Typer) -> None:

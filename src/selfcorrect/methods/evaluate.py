@@ -185,7 +185,7 @@ def build_summary(config: EvalConfig, task: Task, backend: Backend, trajectories
     prompts = load_prompts(config.prompts_file)
     summary: dict[str, Any] = {
         "command": "eval", "method": config.method, "task": task.describe(), "model": backend.model_id,
-        "backend": backend.describe(),
+        "backend": {**backend.describe(), **backend.capabilities()},
         "seed": config.seed, "prompts": {name: prompts[name].template for name in used_prompts(config)},
         "metrics": summarize(trajectories, seed=config.seed),
         "stopping": stop_summary(trajectories, config.stop_rule()),
