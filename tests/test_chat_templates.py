@@ -2,7 +2,7 @@
 Phi-3.5, Gemma 2; texts and sources in tests/fixtures/chat_templates): the trained tokens must be exactly the target
 message's content and its end-of-turn token, recovered by rendering the conversation prefix by prefix.
 
-The tokenizers are the tiny byte-level BPE ones of `sandbox.tiny_hf`, with each template's special tokens added, so
+The tokenizers are the tiny byte-level BPE ones of `testing.tiny_hf`, with each template's special tokens added, so
 the test runs offline in about a second per template."""
 
 from __future__ import annotations

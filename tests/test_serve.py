@@ -48,7 +48,7 @@ def test_reply_reads_both_ways_of_asking_for_logprobs():
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory):
     import torch
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     from selfcorrect.backends.hf import HFBackend
 

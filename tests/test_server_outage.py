@@ -25,7 +25,7 @@ def _rows(run: Path) -> dict[str, list]:
 
 @pytest.mark.slow
 def test_a_killed_server_stops_the_run_in_one_line_and_resume_completes_it(tmp_path, monkeypatch, capsys):
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     model = tiny_model_dir("gpt2", tmp_path / "models")
     port = free_port()

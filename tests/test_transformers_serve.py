@@ -24,7 +24,7 @@ from server_process import ServerProcess, free_port
 @pytest.fixture(scope="module")
 def transformers_serve(tmp_path_factory):
     """(model folder, base URL) of a running `transformers serve`; stopped afterwards."""
-    from selfcorrect.sandbox.tiny_hf import tiny_model_dir
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     scratch = tmp_path_factory.mktemp("transformers-serve")
     model = tiny_model_dir("qwen2", scratch / "models")
