@@ -182,7 +182,9 @@ def _running(server):
 
 
 def _chat(text: str, n: int = 1) -> GenerationRequest:
-    return GenerationRequest(SamplingParams(temperature=1.0, n=n), messages=[{"role": "user", "content": text}])
+    """Greedy for one sample; several samples are drawn at temperature 1 (a greedy request asks for one choice)."""
+    return GenerationRequest(SamplingParams(temperature=1.0 if n > 1 else 0.0, n=n),
+                             messages=[{"role": "user", "content": text}])
 
 
 def test_transient_failures_are_retried_and_retry_after_is_obeyed():
@@ -347,9 +349,9 @@ def test_eval_through_the_server_equals_the_hf_backend_greedy(served, hf_run, tm
     summary = run_eval(config, tmp_path / "run", quiet=True)
     _assert_same_run(tmp_path / "run", hf_out)
     assert summary["metrics"] == hf_summary["metrics"]
-    assert summary["backend"] == {"server": served.url, "logprobs": "returned",
+    assert summary["backend"] == {"name": "openai", "model": "tiny", "server": served.url, "logprobs": "returned",
                                   "seeds": "not checked (no seeded sampled request)"}  # greedy only
-    assert "backend" not in hf_summary
+    assert set(hf_summary["backend"]) == {"name", "model", "dtype", "device"}  # nothing to find out in-process
 
 
 @pytest.mark.slow
