@@ -100,25 +100,28 @@ def _in_subprocess(args: list[str]) -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def bbq_run() -> dict[str, Any]:
-    """The 150-question BBQ eval with 2 review rounds, timed in a child process (its own peak RSS)."""
+def bbq_command(out: Path) -> list[str]:
+    return ["eval", "--model", MODEL, "--task", "bbq",
+            "--set", f"task_options.path={ROOT / 'src/selfcorrect/data/bbq/Age.jsonl'}", "--limit", "150",
+            "--question-prompt", "bbq-question", "--set", "max_new_tokens=64", "--temperature", "0",
+            "--set", "option_confidence=true", "--rounds", "2", "--no-cache", "--quiet", "--out", str(out)]
+
+
+def bbq_worker() -> dict[str, Any]:
+    """The 150-question BBQ eval with 2 review rounds, in this (fresh) process: its wall time and its own peak RSS."""
+    from selfcorrect.cli import main as cli
+
     with tempfile.TemporaryDirectory() as scratch:
-        command = [sys.executable, "-m", "selfcorrect.cli", "eval", "--model", MODEL, "--task", "bbq",
-                   "--set", f"task_options.path={ROOT / 'src/selfcorrect/data/bbq/Age.jsonl'}", "--limit", "150",
-                   "--question-prompt", "bbq-question", "--set", "max_new_tokens=64", "--temperature", "0",
-                   "--set", "option_confidence=true", "--rounds", "2", "--no-cache", "--quiet",
-                   "--out", str(Path(scratch) / "bbq")]
+        out = Path(scratch) / "bbq"
         start = time.perf_counter()
-        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if cli(bbq_command(out)) != 0:
+            sys.exit("BBQ eval failed")
         seconds = time.perf_counter() - start
-        if done.returncode != 0:
-            sys.exit(f"BBQ eval failed:\n{done.stderr[-3000:]}")
-        summary = json.loads((Path(scratch) / "bbq" / "summary.json").read_text())
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return {"bbq_150x3_seconds": round(seconds, 1), "bbq_150x3_peak_rss_mb": round(peak),
+        summary = json.loads((out / "summary.json").read_text())
+    return {"bbq_150x3_seconds": round(seconds, 1), "bbq_150x3_peak_rss_mb": round(_peak_rss_mib()),
             "bbq_dtype": summary["backend"]["dtype"],
             "bbq_accuracy_by_round": [r["value"] for r in summary["metrics"]["accuracy_by_round"]],
-            "bbq_command": " ".join([*command[1:-1], "DIR"])}
+            "bbq_command": "selfcorrect " + " ".join(bbq_command(Path("DIR")))}
 
 
 def _cpu_flags() -> list[str]:
@@ -141,7 +144,7 @@ def main() -> None:
     os.environ.update({"HF_HUB_OFFLINE": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "TOKENIZERS_PARALLELISM": "false"})
     if args.worker:
         impl, batch, mode = args.spec
-        print(json.dumps(worker(impl, int(batch), mode)))
+        print(json.dumps(bbq_worker() if impl == "bbq" else worker(impl, int(batch), mode)))
         return
     from selfcorrect.models import resolve_model
 
@@ -166,7 +169,7 @@ def main() -> None:
         report["ratio_same_dtype"] = headline[0]["ratio_same_dtype"]
         report["ratio_vs_fp32_generate"] = headline[0]["ratio_vs_fp32_generate"]
     if args.bbq:
-        report.update(bbq_run())
+        report.update(_in_subprocess(["bbq", "0", "-"]))
         print(json.dumps({k: v for k, v in report.items() if k.startswith("bbq")}), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".json.tmp")
