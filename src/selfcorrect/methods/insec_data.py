@@ -71,7 +71,14 @@ def add_tokens(model_dir: str | Path, out_dir: str | Path, tokens: Sequence[str]
                                f"{', '.join(tokens)}")
     tokenizer.add_tokens([AddedToken(token, special=False, normalized=False) for token in tokens])
     if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
-        model.resize_token_embeddings(len(tokenizer))
+        from transformers.utils import logging as hf_logging
+
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # its note on how new rows are initialised is not the user's business
+        try:
+            model.resize_token_embeddings(len(tokenizer))
+        finally:
+            hf_logging.set_verbosity(verbosity)
     tables = [model.get_input_embeddings().weight, model.get_output_embeddings().weight]
     for token, text in (init or {}).items():
         source = tokenizer(text, add_special_tokens=False)["input_ids"]
