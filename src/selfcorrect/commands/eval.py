@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Resume, SeedOverride, build_config
+from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Resume, SeedOverride, config_from_cli
 
 
 def eval_command(
@@ -53,7 +53,7 @@ def eval_command(
              "check_prompt": check_prompt, "prompts_file": prompts_file, "critic_noise": critic_noise,
              "hidden_layer": hidden_layer, "hidden_span": hidden_span,
              "backend_options": {"base_url": base_url} if base_url else None}
-    cfg = build_config(EvalConfig, config, overrides, flags, resume_from=out if resume else None)
+    cfg = config_from_cli(EvalConfig, config, overrides, flags, resume_from=out if resume else None)
     summary = run_eval(cfg, out, resume=resume, quiet=quiet, cache=not no_cache)
     _print_summary(summary, out)
 

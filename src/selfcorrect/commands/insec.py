@@ -15,7 +15,7 @@ from selfcorrect.commands.common import (
     Resume,
     Seed,
     SeedOverride,
-    build_config,
+    config_from_cli,
     parse_ints,
     resumed_list,
 )
@@ -51,7 +51,7 @@ def insec_command(
         raise SelfCorrectError("insec needs --out (the run folder)")
     flags = {"negatives": negatives, "granularity": granularity, "mistake_loss": mistake_loss, "rounds": rounds,
              "model": model, "task": task, "seed": seed}
-    cfg = build_config(InSeCConfig, config, overrides, flags, resume_from=out if resume else None)
+    cfg = config_from_cli(InSeCConfig, config, overrides, flags, resume_from=out if resume else None)
     summary = run_insec(cfg, out, resume=resume, quiet=quiet)
     typer.echo(f"\nInSeC ({cfg.negatives} negatives), {cfg.eval_split} split at T={cfg.eval_temperature:g} "
                "(95% bootstrap intervals):")
@@ -83,7 +83,7 @@ def compare_command(
         return chosen
 
     saved = out if resume else None
-    base = build_config(InSeCConfig, config, overrides, {}, resume_from=saved, section="base")
+    base = config_from_cli(InSeCConfig, config, overrides, {}, resume_from=saved, section="base")
     chosen = resumed_list(arms, ",".join(ARMS), saved, "arms", "--arms", parse_arms)
     seed_list = resumed_list(seeds, "0,1,2", saved, "seeds", "--seeds", lambda text: parse_ints(text, "--seeds"))
     table = run_compare(base, seed_list, out, chosen, resume=resume, quiet=quiet)

@@ -45,7 +45,7 @@ from selfcorrect.rounds import add_instruction, generate, start
 from selfcorrect.runs import RunFolder, removes_fresh_output_on_error
 from selfcorrect.tasks import Task, get_kit, get_task
 from selfcorrect.tasks.corruptions import MistakeKit
-from selfcorrect.training.finetune import FinetuneConfig
+from selfcorrect.training.finetune import FINETUNE_FILE, FinetuneConfig
 from selfcorrect.trajectory import Trajectory, Verdict
 
 Negatives = Literal["on_policy", "synthetic", "none"]
@@ -278,7 +278,7 @@ def run_insec(config: InSeCConfig, out: str | Path, resume: bool = False, quiet:
         model_dir = store.folder(f"round-{r}/model", _finetune(previous if config.evolving else base,
                                                                data["conversations"], config, seed, quiet))
         timings[f"round-{r}/finetune_s"] = time.perf_counter() - started
-        training = json.loads((model_dir / "finetune.json").read_text())
+        training = json.loads((model_dir / FINETUNE_FILE).read_text())
         rows.append({"round": r, "eval": evaluated(r, model_dir), "data": data["counts"],
                      "training": {"steps": training["steps"], "seconds": training["seconds"],
                                   "loss_curve": training["train_loss_curve"]}})

@@ -38,8 +38,7 @@ from selfcorrect.rounds import add_instruction, generate, start
 from selfcorrect.runs import RunFolder, removes_fresh_output_on_error
 from selfcorrect.tasks import Task, get_task
 from selfcorrect.tracking import Tracker
-from selfcorrect.training.finetune import SUMMARY_FILE as FINETUNE_SUMMARY
-from selfcorrect.training.finetune import FinetuneConfig
+from selfcorrect.training.finetune import FINETUNE_FILE, FinetuneConfig
 from selfcorrect.trajectory import Trajectory
 
 VARIANTS = tuple(f"{i}{f}{t}" for i in "EF" for f in "IN" for t in "EF")
@@ -325,7 +324,7 @@ def run_stasc(config: STaSCConfig, out: str | Path, resume: bool = False, quiet:
         started = time.perf_counter()
         model_dir = store.folder(f"iter-{n}/model", _train(base, selection, config, budget, seed, quiet))
         timings[f"iter-{n}/finetune_s"] = time.perf_counter() - started
-        training = json.loads((model_dir / FINETUNE_SUMMARY).read_text())
+        training = json.loads((model_dir / FINETUNE_FILE).read_text())
         rows.append(_row(n, evaluate(model_dir, run.path, f"iter-{n}", config, quiet), training, selection))
         tracker.log({**rows[-1]["eval"], "train/steps": training["steps"], "train/kept": selection["n_used"]}, step=n)
         previous = model_dir
