@@ -91,7 +91,7 @@ def round_table(summary: dict[str, Any]) -> str:
     """Per round: accuracy [95% CI], flips from the previous round, and the uncertainty measures of summary.json."""
     flips = {b["to"]: b for b in summary["metrics"]["transitions"]}
     unc = {r["round"]: r for r in summary.get("uncertainty", {}).get("by_round", [])}
-    lines = ["round  acc   [95% CI]         w->r    r->w  meanNLL  tokEnt  ansEnt     ECE"]
+    lines = ["round  acc   [95% CI]         I->C    C->I  meanNLL  tokEnt  ansEnt     ECE"]
     for row in summary["metrics"]["accuracy_by_round"]:
         t, u, f = row["round"], unc.get(row["round"], {}), flips.get(row["round"], {})
         lines.append(f"{t:>5}  {row['value']:.3f} [{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]"
