@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from selfcorrect.analysis.probes import HIDDEN_DIR, load_hidden
+from selfcorrect.runs import RunFolder
 
 BLOCKS = (("metrics",), ("convergence",), ("uncertainty", "by_round"))
 
@@ -36,7 +37,7 @@ def differences(ta: dict[str, dict], tb: dict[str, dict], a: Path, b: Path) -> l
     if set(ta) != set(tb):
         found.append(f"trajectory ids differ: {len(set(ta) ^ set(tb))} in one run only")
     found += [f"trajectory {i} differs" for i in sorted(set(ta) & set(tb)) if ta[i] != tb[i]][:1]
-    sa, sb = (json.loads((run / "summary.json").read_text()) for run in (a, b))
+    sa, sb = (RunFolder(run).read_summary() for run in (a, b))
     found += [f"summary block {'.'.join(path)} differs" for path in BLOCKS if block(sa, path) != block(sb, path)]
     if (a / HIDDEN_DIR).is_dir() or (b / HIDDEN_DIR).is_dir():
         (la, ha), (lb, hb) = load_hidden(a), load_hidden(b)

@@ -88,7 +88,7 @@ def _stasc(s: Workspace, out: str, data: str | None) -> list[str]:
 
 
 def _insec(s: Workspace, out: str, data: str | None) -> list[str]:
-    return ["insec", "--out", out, "--task", "jsonl", "--model", str(s.model), "--rounds", "1", "--quiet",
+    return ["insec", "--out", out, "--task", "jsonl", "--model", str(s.model), "--iterations", "1", "--quiet",
             "--set", f"task_options.path={data or s.file('good.jsonl')}", "--set", SPLITS,
             "--set", "max_new_tokens=2"]
 

@@ -41,9 +41,24 @@ def test_causal_mask_does_not_leak(softmax: bool, mlp: bool, n_head: int) -> Non
 
 
 def test_predictions_are_read_at_the_x_tokens() -> None:
+    """Prediction i sits at x_i (position 3i): changing x_i moves prediction i, while changing y_i or the reward
+    after it (positions 3i+1, 3i+2) leaves prediction i alone and first moves prediction i+1."""
+    torch.manual_seed(0)
     model = ICATransformer(ModelConfig(n_points=4, n_layer=1, n_head=1, n_embd=8))
-    out = model(torch.randn(2, 12, 5))
-    assert out.shape == (2, 4, 5)
+    tokens = torch.randn(2, 12, 5)
+
+    def moved(position: int) -> list[bool]:
+        changed = tokens.clone()
+        changed[:, position] += 3.0
+        with torch.no_grad():
+            before, after = model(tokens), model(changed)
+        return [not torch.allclose(after[:, i], before[:, i], atol=1e-5) for i in range(4)]
+
+    assert model(tokens).shape == (2, 4, 5)
+    for i in range(4):
+        assert moved(3 * i) == [False] * i + [True] * (4 - i)
+        for offset in (1, 2):
+            assert moved(3 * i + offset) == [False] * (i + 1) + [True] * (3 - i)
 
 
 # --- losses against brute force ---------------------------------------------------------------------------------

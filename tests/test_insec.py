@@ -93,9 +93,9 @@ def test_marker_metrics_by_hand():
     metrics = marker_metrics(trajectories)
     values = {k: v["value"] for k, v in metrics.items() if isinstance(v, dict) and "value" in v}
     assert values == {"accuracy": 0.5, "first_attempt_accuracy": 0.5, "marker_rate": 0.5, "marker_precision": 0.5,
-                      "marker_recall": 0.5, "wrong_to_right": 0.25, "right_to_wrong": 0.25}
+                      "marker_recall": 0.5, "i_to_c": 0.25, "c_to_i": 0.25}
     assert metrics["counts"] == {"markers": 2, "precise": 1, "errors": 2, "caught": 1, "marked_outputs": 2,
-                                 "wrong_to_right": 1, "right_to_wrong": 1}
+                                 "i_to_c": 1, "c_to_i": 1}
     lo, hi = metrics["marker_precision"]["ci"]
     assert 0.0 <= lo <= 0.5 <= hi <= 1.0
     silent = marker_metrics([_evaluated("d", True, first_ok=True)])
@@ -216,41 +216,41 @@ def test_no_loss_reaches_the_mistake_tokens_under_the_default_loss(sandbox_dir, 
 
 
 @pytest.mark.slow
-def test_a_round_holds_one_engine_at_a_time_and_none_while_fine_tuning(sandbox_dir, tmp_path, monkeypatch):
+def test_an_iteration_holds_one_engine_at_a_time_and_none_while_fine_tuning(sandbox_dir, tmp_path, monkeypatch):
     from engine_ledger import EngineLedger
     from selfcorrect.methods.insec import run_insec
     from selfcorrect.training.finetune import FinetuneConfig
 
     ledger = EngineLedger(monkeypatch)
-    config = InSeCConfig(model=str(sandbox_dir), rounds=1, samples_per_question=2, eval_limit=4,
+    config = InSeCConfig(model=str(sandbox_dir), iterations=1, samples_per_question=2, eval_limit=4,
                          task_options={"n_digits": 4, "sizes": {"train": 8, "validation": 2, "test": 4}},
                          finetune=FinetuneConfig(batch_size=8, epochs=1, learning_rate=1e-3))
     run_insec(config, tmp_path / "run", quiet=True)
-    m0, base, m1 = (str(p) for p in (sandbox_dir, tmp_path / "run" / "round-0" / "model",
-                                      tmp_path / "run" / "round-1" / "model"))
-    assert ledger.events == [("open", m0), ("close", m0),  # round 0's evaluation
-                             ("open", base), ("close", base),  # round 1's on-policy samples
+    m0, base, m1 = (str(p) for p in (sandbox_dir, tmp_path / "run" / "iter-0" / "model",
+                                      tmp_path / "run" / "iter-1" / "model"))
+    assert ledger.events == [("open", m0), ("close", m0),  # iteration 0's evaluation
+                             ("open", base), ("close", base),  # iteration 1's on-policy samples
                              ("finetune", ""), ("open", m1), ("close", m1)]  # its training and evaluation
 
 
 @pytest.mark.slow
-def test_a_two_round_run_trains_equal_steps_and_resumes_without_recomputing(sandbox_dir, tmp_path, monkeypatch):
+def test_a_two_iteration_run_trains_equal_steps_and_resumes_without_recomputing(sandbox_dir, tmp_path, monkeypatch):
     from selfcorrect.methods.insec import run_insec
     from selfcorrect.training.finetune import FinetuneConfig
 
-    config = InSeCConfig(model=str(sandbox_dir), rounds=2, samples_per_question=2, eval_limit=6,
+    config = InSeCConfig(model=str(sandbox_dir), iterations=2, samples_per_question=2, eval_limit=6,
                          task_options={"n_digits": 4, "sizes": {"train": 16, "validation": 2, "test": 6}},
                          finetune=FinetuneConfig(batch_size=8, epochs=1, learning_rate=1e-3))
     summary = run_insec(config, tmp_path / "on-policy", quiet=True)
-    assert [row["round"] for row in summary["rounds"]] == [0, 1, 2]
-    assert [row["training"]["steps"] for row in summary["rounds"][1:]] == [2, 2]  # 16 sequences / batch 8
-    assert all(row["data"]["sequences"] == 16 for row in summary["rounds"][1:])
-    samples = (tmp_path / "on-policy" / "round-1" / "samples.jsonl").read_text().splitlines()
+    assert [row["iteration"] for row in summary["iterations"]] == [0, 1, 2]
+    assert [row["training"]["steps"] for row in summary["iterations"][1:]] == [2, 2]  # 16 sequences / batch 8
+    assert all(row["data"]["sequences"] == 16 for row in summary["iterations"][1:])
+    samples = (tmp_path / "on-policy" / "iter-1" / "samples.jsonl").read_text().splitlines()
     assert len(samples) == 32  # 16 questions x 2 samples in one call
-    evaluated = [json.loads(line) for line in (tmp_path / "on-policy/round-2/eval.jsonl").read_text().splitlines()]
+    evaluated = [json.loads(line) for line in (tmp_path / "on-policy/iter-2/eval.jsonl").read_text().splitlines()]
     assert len(evaluated) == 6 and all("insec" in t["metadata"] for t in evaluated)
     assert summary["final"]["n_examples"] == 6
-    assert "<fix>" in (tmp_path / "on-policy" / "round-0" / "model" / "tokenizer.json").read_text()
+    assert "<fix>" in (tmp_path / "on-policy" / "iter-0" / "model" / "tokenizer.json").read_text()
 
     def no_training(*_args, **_kwargs):
         raise AssertionError("a finished step was recomputed")
@@ -258,13 +258,14 @@ def test_a_two_round_run_trains_equal_steps_and_resumes_without_recomputing(sand
     monkeypatch.setattr(sys.modules["selfcorrect.training.finetune"], "finetune", no_training)
     monkeypatch.setattr(sys.modules["selfcorrect.methods.insec"], "answer", no_training)  # sampling and eval
     again = run_insec(config, tmp_path / "on-policy", resume=True, quiet=True)
-    assert again["rounds"] == summary["rounds"]
+    assert again["iterations"] == summary["iterations"]
     monkeypatch.undo()
 
-    sft = run_insec(config.model_copy(update={"negatives": "none", "rounds": 1}), tmp_path / "sft", quiet=True)
-    assert sft["rounds"][1]["training"]["steps"] == 2 and sft["rounds"][1]["data"]["negatives"] == 0
-    assert not (tmp_path / "sft" / "round-0" / "model").exists()  # the control trains the base as it is
-    assert sft["rounds"][0]["eval"] == summary["rounds"][0]["eval"]  # the same base evaluation for every arm
+    sft = run_insec(config.model_copy(update={"negatives": "none", "iterations": 1}), tmp_path / "sft", quiet=True)
+    first = sft["iterations"][1]
+    assert first["training"]["steps"] == 2 and first["data"]["negatives"] == 0
+    assert not (tmp_path / "sft" / "iter-0" / "model").exists()  # the control trains the base as it is
+    assert sft["iterations"][0]["eval"] == summary["iterations"][0]["eval"]  # the same base evaluation for every arm
 
 
 def test_the_demo_runs_the_shipped_sandbox_config():
@@ -282,10 +283,10 @@ def test_compare_table_and_plot_from_summaries(tmp_path):
 
     def summary(seed: int, accuracy: float, precision: float | None) -> dict:
         final = {key: {"value": 0.5, "ci": [0.4, 0.6]} for key in
-                 ("first_attempt_accuracy", "marker_rate", "marker_recall", "wrong_to_right", "right_to_wrong")}
+                 ("first_attempt_accuracy", "marker_rate", "marker_recall", "i_to_c", "c_to_i")}
         final["accuracy"] = {"value": accuracy, "ci": [0, 1]}
         final["marker_precision"] = None if precision is None else {"value": precision, "ci": [0, 1]}
-        return {"seed": seed, "final": final, "rounds": [{"eval": {"accuracy": {"value": 0.4}}},
+        return {"seed": seed, "final": final, "iterations": [{"eval": {"accuracy": {"value": 0.4}}},
                                                           {"training": {"steps": 10}, "data": {"negatives": 5}}]}
 
     table = aggregate({"insec-on-policy": [summary(0, 0.7, 0.9), summary(1, 0.8, 0.7)],
@@ -296,5 +297,6 @@ def test_compare_table_and_plot_from_summaries(tmp_path):
     assert row["steps"]["mean"] == 10 and table["rows"]["sft"]["marker_precision"] is None
     text = format_markdown(table)
     assert "| insec-on-policy | 0.400 ± 0.000 | 0.750 ± 0.071 |" in text and "| sft |" in text
+    assert "| I->C | C->I | steps |" in text.splitlines()[0]
     plot(table, tmp_path / "compare.png")
     assert (tmp_path / "compare.png").read_bytes()[:4] == b"\x89PNG"

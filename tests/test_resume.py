@@ -59,7 +59,7 @@ def _configs() -> dict[str, tuple[str, Callable[[], dict[str, Any]]]]:
     from selfcorrect.methods.stasc import STaSCConfig
 
     stasc = STaSCConfig(variant="FNF", iterations=2, n_init=3, task_options={"path": "x.jsonl"}, seed=5)
-    insec = InSeCConfig(negatives="synthetic", rounds=2, seed=4)
+    insec = InSeCConfig(negatives="synthetic", iterations=2, seed=4)
     return {
         "eval": ("selfcorrect.methods.evaluate.run_eval",
                  lambda: EvalConfig(task="gsm8k", limit=2000, rounds=3, temperature=0.7, seed=9).model_dump()),
@@ -80,7 +80,7 @@ def _configs() -> dict[str, tuple[str, Callable[[], dict[str, Any]]]]:
 CONTRADICTIONS = {  # a flag beside --resume that disagrees with the saved config, and the key the error names
     "eval": (["--rounds", "1"], "rounds = 1 contradicts its saved value 3"),
     "stasc": (["--variant", "EIE"], "variant = 'EIE' contradicts its saved value 'FNF'"),
-    "insec": (["--set", "rounds=3"], "rounds = 3 contradicts its saved value 2"),
+    "insec": (["--set", "iterations=3"], "iterations = 3 contradicts its saved value 2"),
     "stasc sweep": (["--seeds", "0,1,2"], "--seeds 0,1,2 contradicts its saved seeds [3, 4]"),
     "insec compare": (["--set", "seed=1"], "seed = 1 contradicts its saved value 4"),
     "icalign train": (["--preset", "cpu"], "preset = 'cpu' contradicts its saved value 'paper'"),

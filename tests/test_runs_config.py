@@ -1,11 +1,14 @@
 """Run folders (resume, cut-off lines, refusing to overwrite) and strict configs."""
 
+import json
+
 import pytest
 import yaml
 
 from selfcorrect.config import StrictModel, load_config, parse_overrides
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.runs import RunFolder, atomic_write_text
+from selfcorrect.summary import SUMMARY_SCHEMA_VERSION
 from selfcorrect.trajectory import Example, LogprobSummary, Trajectory, Turn, Verdict
 
 
@@ -29,6 +32,38 @@ def test_unknown_schema_version_is_refused():
     data["schema_version"] = 99
     with pytest.raises(ValueError, match="schema_version"):
         Trajectory.from_dict(data)
+
+
+def test_a_summary_reads_back_as_written_with_its_version_and_environment(tmp_path):
+    run = RunFolder.open(tmp_path / "r", {"seed": 1})
+    assert not run.finished
+    with pytest.raises(SelfCorrectError, match=r"has no summary\.json"):
+        run.read_summary()
+    run.write_summary({"command": "eval", "metrics": {"n_examples": 3}})
+    back = RunFolder(tmp_path / "r").read_summary()
+    assert run.finished and back["metrics"] == {"n_examples": 3}
+    assert back["schema_version"] == SUMMARY_SCHEMA_VERSION and "python" in back["environment"]["versions"]
+
+
+def test_a_version_1_insec_summary_reads_in_the_current_vocabulary(tmp_path):
+    """Before schema_version existed, InSeC wrote `rounds` and `wrong_to_right`; the reader renames them."""
+    metrics = {"accuracy": {"value": 0.5}, "wrong_to_right": {"value": 0.25}, "right_to_wrong": {"value": 0.0},
+               "counts": {"markers": 2, "wrong_to_right": 1, "right_to_wrong": 0}}
+    old = {"command": "insec", "final": metrics, "rounds": [{"round": 0, "eval": metrics},
+                                                            {"round": 1, "eval": metrics, "data": {"sequences": 4}}]}
+    (tmp_path / "summary.json").write_text(json.dumps(old))
+    back = RunFolder(tmp_path).read_summary()
+    assert "rounds" not in back and [row["iteration"] for row in back["iterations"]] == [0, 1]
+    assert back["iterations"][1]["data"] == {"sequences": 4}
+    for block in (back["final"], back["iterations"][1]["eval"]):
+        assert block["i_to_c"] == {"value": 0.25} and block["c_to_i"] == {"value": 0.0}
+        assert block["counts"] == {"markers": 2, "i_to_c": 1, "c_to_i": 0} and "wrong_to_right" not in block
+
+
+def test_a_summary_from_a_newer_selfcorrect_is_one_clear_line(tmp_path):
+    (tmp_path / "summary.json").write_text(json.dumps({"schema_version": SUMMARY_SCHEMA_VERSION + 1}))
+    with pytest.raises(SelfCorrectError, match=r"summary\.json: unsupported summary schema_version"):
+        RunFolder(tmp_path).read_summary()
 
 
 def test_run_folder_refuses_existing_output_without_resume(tmp_path):

@@ -48,9 +48,9 @@ def test_reply_reads_both_ways_of_asking_for_logprobs():
 @pytest.fixture(scope="module")
 def hf(tmp_path_factory):
     import torch
-    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     from selfcorrect.backends.hf import HFBackend
+    from selfcorrect.testing.tiny_hf import tiny_model_dir
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

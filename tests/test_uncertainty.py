@@ -9,7 +9,6 @@ import pytest
 from selfcorrect.analysis.uncertainty import (
     answer_entropy,
     expected_calibration_error,
-    logprob_summary,
     mean_nll,
     mean_token_entropy,
     option_confidence,
@@ -18,6 +17,8 @@ from selfcorrect.analysis.uncertainty import (
     per_round_uncertainty,
     regularized_incomplete_beta,
 )
+from selfcorrect.backends.base import Backend, Generation, GenerationRequest, SamplingParams
+from selfcorrect.rounds import generate, start
 from selfcorrect.trajectory import Example, LogprobSummary, Trajectory, Turn
 
 
@@ -28,12 +29,35 @@ def test_token_means() -> None:
         mean_nll([])
 
 
-def test_logprob_summary_keeps_what_the_measures_need() -> None:
-    summary = logprob_summary([-1.0, -3.0], [0.2, 0.4])
+class _FixedTokens(Backend):
+    """Answers every request with the same two tokens' log-probabilities and entropies (none for "plain")."""
+
+    name = "fixed-tokens"
+
+    def generate(self, requests: list[GenerationRequest]) -> list[Generation]:
+        return [Generation(text="plain" if "plain" in r.messages[-1]["content"] else "7", finish_reason="stop",
+                           token_logprobs=None if "plain" in r.messages[-1]["content"] else [-1.0, -3.0],
+                           token_entropies=[0.2, 0.4], request_index=i) for i, r in enumerate(requests)]
+
+
+def test_a_generated_turn_keeps_what_the_measures_need() -> None:
+    """The production path (rounds.generate) stores each answer's token statistics as a LogprobSummary, from
+    which the round's mean NLL and mean entropy are computed; a backend without logprobs stores none."""
+    from selfcorrect.tasks import get_task
+
+    task = get_task("sandbox-chain")
+    trajectories = start(task, [Example(id="a", fields={}, gold="7"), Example(id="b", fields={}, gold="7")])
+    for traj, question in zip(trajectories, ("q", "plain"), strict=True):
+        traj.add(Turn(role="user", kind="prompt", round=1, text=question))
+    trajectories = generate(_FixedTokens(), trajectories, task, kind="answer", round_index=1,
+                            params=SamplingParams(temperature=0.0, max_new_tokens=4), seed=0, score=False)
+    summary = trajectories[0].turns[-1].logprobs
     assert (summary.n_tokens, summary.sum_logprob) == (2, -4.0)
     assert summary.mean_entropy == pytest.approx(0.3)
     assert summary.mean_nll == pytest.approx(2.0)
-    assert logprob_summary([-1.0]).mean_entropy is None
+    assert trajectories[1].turns[-1].logprobs is None
+    block = per_round_uncertainty(trajectories[:1])
+    assert block[0]["mean_nll"] == pytest.approx(2.0) and block[0]["mean_entropy"] == pytest.approx(0.3)
 
 
 @pytest.mark.parametrize(("answers", "expected"), [

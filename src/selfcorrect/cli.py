@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Seed, build_config
+from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Seed, config_from_cli
 from selfcorrect.errors import SelfCorrectError
 
 app = typer.Typer(help="Train, run and measure self-correction in language models.", no_args_is_help=True,
@@ -57,7 +57,7 @@ def sandbox_pretrain(
 
     if task != SandboxChainTask.name:
         raise SelfCorrectError(f"sandbox pretrain supports task {SandboxChainTask.name!r}, not {task!r}")
-    cfg = build_config(PretrainConfig, config, overrides, {"seed": seed})
+    cfg = config_from_cli(PretrainConfig, config, overrides, {"seed": seed})
     if out is None:
         model_dir = ensure_sandbox(cfg, quiet=quiet)
     else:

@@ -1,10 +1,10 @@
 """`selfcorrect report RUN_DIR`: PNG figures and one self-contained HTML page, from the run folder alone.
 
 It reads `summary.json` (and `probe.json` when `selfcorrect probe` has been run), never a model, so a report can
-be rebuilt anywhere the folder is copied. Figures, one function each:
-accuracy by round with 95% intervals, wrong->right / right->wrong flips by round, uncertainty by round, concept
-activation by round (probe), and the stop-round histogram. They are written to `RUN_DIR/report/*.png`, and
-`RUN_DIR/report/index.html` embeds them as base64 next to the per-round table.
+be rebuilt anywhere the folder is copied. Figures, one function each: accuracy by round with 95% intervals,
+I->C / C->I flips (wrong to right, right to wrong) by round, uncertainty by round, concept activation by round
+(probe), and the stop-round histogram. They are written to `RUN_DIR/report/*.png`, and `RUN_DIR/report/index.html`
+embeds them as base64 next to the per-round table.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from selfcorrect.errors import SelfCorrectError
-from selfcorrect.runs import read_json
+from selfcorrect.analysis.metrics import FLIP_LABELS
+from selfcorrect.runs import RunFolder, read_json
 
 REPORT_DIR = "report"
 
@@ -24,12 +24,10 @@ REPORT_DIR = "report"
 def load_results(run_dir: str | Path) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """(summary, probe or None) of a run folder; one line and exit 2 when the run has no summary yet."""
     run = Path(run_dir)
-    summary_file = run / "summary.json"
-    if not summary_file.is_file():
-        raise SelfCorrectError(f"{run} has no summary.json (not a finished run folder)")
+    summary = RunFolder(run).read_summary()
     probe_file = run / "probe.json"
     probe = read_json(probe_file) if probe_file.is_file() else None
-    return read_json(summary_file), probe
+    return dict(summary), probe
 
 
 def _figure() -> tuple[Any, Any]:
@@ -57,8 +55,8 @@ def plot_flips(summary: dict[str, Any], _probe: Any) -> Any:
     fig, ax = _figure()
     labels = [f"{b['from']}→{b['to']}" for b in blocks]
     xs = range(len(blocks))
-    ax.bar([x - 0.2 for x in xs], [b["i_to_c"] for b in blocks], width=0.4, label="wrong→right")
-    ax.bar([x + 0.2 for x in xs], [b["c_to_i"] for b in blocks], width=0.4, label="right→wrong")
+    ax.bar([x - 0.2 for x in xs], [b["i_to_c"] for b in blocks], width=0.4, label=FLIP_LABELS["i_to_c"])
+    ax.bar([x + 0.2 for x in xs], [b["c_to_i"] for b in blocks], width=0.4, label=FLIP_LABELS["c_to_i"])
     ax.set_xticks(list(xs), labels)
     ax.set(xlabel="rounds", ylabel="share of examples", title="Flips by round")
     ax.legend()
@@ -129,7 +127,7 @@ def round_table(summary: dict[str, Any], probe: Any) -> str:
     flips = {b["to"]: b for b in metrics["transitions"]}
     unc = {r["round"]: r for r in summary.get("uncertainty", {}).get("by_round", [])}
     concept = {r["round"]: r for r in (probe or {}).get("activation_by_round", [])}
-    head = ["round", "accuracy [95% CI]", "wrong→right", "right→wrong", "mean NLL", "token entropy",
+    head = ["round", "accuracy [95% CI]", FLIP_LABELS["i_to_c"], FLIP_LABELS["c_to_i"], "mean NLL", "token entropy",
             "answer entropy", "ECE", "probe score"]
     body = []
     for row in metrics["accuracy_by_round"]:

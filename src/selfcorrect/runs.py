@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from selfcorrect.errors import SelfCorrectError
+from selfcorrect.summary import SUMMARY_SCHEMA_VERSION, Summary, upgrade
 from selfcorrect.tasks.loaders import parse_object
 from selfcorrect.trajectory import Trajectory
 
@@ -228,7 +229,26 @@ class RunFolder:
             handle.flush()
             os.fsync(handle.fileno())
 
+    @property
+    def summary_path(self) -> Path:
+        return self.path / SUMMARY_FILE
+
+    @property
+    def finished(self) -> bool:
+        """A run is finished once its summary is written (the last thing every command does)."""
+        return self.summary_path.is_file()
+
     def write_summary(self, summary: dict[str, Any]) -> Path:
-        path = self.path / SUMMARY_FILE
-        write_json(path, {**summary, "environment": environment_info()})
-        return path
+        """`summary.json`, with the schema version and the environment that can change results."""
+        write_json(self.summary_path, {"schema_version": SUMMARY_SCHEMA_VERSION, **summary,
+                                       "environment": environment_info()})
+        return self.summary_path
+
+    def read_summary(self) -> Summary:
+        """`summary.json` read back in the current schema; a missing, broken or newer file is one line naming it."""
+        if not self.finished:
+            raise SelfCorrectError(f"{self.path} has no {SUMMARY_FILE} (not a finished run folder)")
+        try:
+            return upgrade(read_json(self.summary_path))  # type: ignore[return-value]
+        except ValueError as exc:
+            raise SelfCorrectError(f"{self.summary_path}: {exc}") from None

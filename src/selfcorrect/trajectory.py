@@ -18,8 +18,9 @@ SCHEMA_VERSION = 1
 
 Role = Literal["system", "user", "assistant"]
 TurnKind = Literal["prompt", "answer", "check", "correction", "feedback"]
-"""`prompt` is a user-side instruction (the question, a review request); `feedback` is a user-side verdict injected
-from outside the model (e.g. the critic-noise control); the other three are the model's own outputs."""
+"""`prompt` is a user-side instruction (the question, a review request); `feedback` is a verdict injected from
+outside the model (CaC's critic-noise control), written as an assistant turn where the model's own check would be;
+the other three are the model's own outputs."""
 
 
 @dataclass

@@ -21,6 +21,8 @@ import numpy as np
 from selfcorrect.trajectory import Trajectory, Turn
 
 TRANSITIONS = ("I->C", "C->C", "C->I", "I->I")
+#: How the flips read on screen; `i_to_c` (incorrect -> correct) and `c_to_i` are their names in code and files.
+FLIP_LABELS = {"i_to_c": "I->C", "c_to_i": "C->I"}
 
 
 def answer_at(trajectory: Trajectory, t: int) -> Turn | None:

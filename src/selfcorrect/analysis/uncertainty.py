@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from selfcorrect.analysis.metrics import n_rounds
-from selfcorrect.trajectory import LogprobSummary, Trajectory
+from selfcorrect.trajectory import Trajectory
 
 
 def _mean(values: Sequence[float], what: str) -> float:
@@ -39,19 +39,12 @@ def mean_nll(logprobs: Sequence[float]) -> float:
     return -_mean(logprobs, "mean NLL")
 
 
-def logprob_summary(token_logprobs: Sequence[float], token_entropies: Sequence[float] | None = None
-                    ) -> LogprobSummary:
-    """What a turn stores of a generation's token statistics, so the measures above survive without the tokens."""
-    entropy = mean_token_entropy(token_entropies) if token_entropies else None
-    return LogprobSummary(n_tokens=len(token_logprobs), sum_logprob=float(sum(token_logprobs)), mean_entropy=entropy)
-
-
-def normalize_answer(answer: str) -> str:
+def casefold_answer(answer: str) -> str:
     """Case- and whitespace-insensitive form, so 'Paris' and ' paris ' count as one answer."""
     return " ".join(answer.lower().split())
 
 
-def answer_entropy(answers: Sequence[str | None], normalize: Callable[[str], str] = normalize_answer) -> float:
+def answer_entropy(answers: Sequence[str | None], normalize: Callable[[str], str] = casefold_answer) -> float:
     """Shannon entropy (nats) of the empirical distribution of normalised answers over n samples. Unextracted
     answers (None) form one group of their own: failing to answer is itself a consistent behaviour."""
     if not answers:

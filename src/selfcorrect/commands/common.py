@@ -18,7 +18,7 @@ ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config; 
 Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override any config key: --set key=value.")]
 
 
-def build_config(cls: Any, config_file: Path | None, overrides: list[str] | None, flags: dict[str, Any],
+def config_from_cli(cls: Any, config_file: Path | None, overrides: list[str] | None, flags: dict[str, Any],
                  resume_from: Path | None = None, section: str | None = None) -> Any:
     """Defaults < YAML file < explicit CLI flags < --set overrides.
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Resume, SeedOverride, build_config
+from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Resume, SeedOverride, config_from_cli
 
 
 def eval_command(
@@ -53,7 +53,7 @@ def eval_command(
              "check_prompt": check_prompt, "prompts_file": prompts_file, "critic_noise": critic_noise,
              "hidden_layer": hidden_layer, "hidden_span": hidden_span,
              "backend_options": {"base_url": base_url} if base_url else None}
-    cfg = build_config(EvalConfig, config, overrides, flags, resume_from=out if resume else None)
+    cfg = config_from_cli(EvalConfig, config, overrides, flags, resume_from=out if resume else None)
     summary = run_eval(cfg, out, resume=resume, quiet=quiet, cache=not no_cache)
     _print_summary(summary, out)
 
@@ -91,7 +91,7 @@ def round_table(summary: dict[str, Any]) -> str:
     """Per round: accuracy [95% CI], flips from the previous round, and the uncertainty measures of summary.json."""
     flips = {b["to"]: b for b in summary["metrics"]["transitions"]}
     unc = {r["round"]: r for r in summary.get("uncertainty", {}).get("by_round", [])}
-    lines = ["round  acc   [95% CI]         w->r    r->w  meanNLL  tokEnt  ansEnt     ECE"]
+    lines = ["round  acc   [95% CI]         I->C    C->I  meanNLL  tokEnt  ansEnt     ECE"]
     for row in summary["metrics"]["accuracy_by_round"]:
         t, u, f = row["round"], unc.get(row["round"], {}), flips.get(row["round"], {})
         lines.append(f"{t:>5}  {row['value']:.3f} [{row['ci'][0]:.3f}, {row['ci'][1]:.3f}]"

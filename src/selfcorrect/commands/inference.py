@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, SeedOverride, build_config
+from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, SeedOverride, config_from_cli
 
 
 def select_command(
@@ -34,7 +34,7 @@ def select_command(
         raise SelfCorrectError("select needs --out (the JSONL file to write)")
     flags = {"corpus": corpus, "prompt": prompt, "model": model, "backend": backend, "samples": samples,
              "measure": measure, "keep": keep, "which": which, "seed": seed}
-    cfg = build_config(SelectConfig, config, overrides, flags)
+    cfg = config_from_cli(SelectConfig, config, overrides, flags)
     report = run_select(cfg, out, quiet=quiet)
     typer.echo(f"kept {report['n_kept']} of {report['n_records']} records ({cfg.which} uncertain by {cfg.measure}); "
                f"mean score kept {report['mean_score_kept']:.3f}, all {report['mean_score_all']:.3f}")

@@ -15,7 +15,7 @@ from selfcorrect.commands.common import (
     Resume,
     Seed,
     SeedOverride,
-    build_config,
+    config_from_cli,
     parse_ints,
     resumed_list,
 )
@@ -32,7 +32,7 @@ def insec_command(
     granularity: Annotated[str | None, typer.Option(help="step (chain answers) or answer.")] = None,
     mistake_loss: Annotated[str | None, typer.Option("--mistake-loss",
                                                      help="none (default), unlikelihood or full.")] = None,
-    rounds: Annotated[int | None, typer.Option(help="Rounds of sample -> build -> train.")] = None,
+    iterations: Annotated[int | None, typer.Option(help="Iterations of sample -> build -> train.")] = None,
     model: Annotated[str | None, typer.Option(help="Base model: folder, hub id, or `sandbox`.")] = None,
     task: Annotated[str | None, typer.Option(help="Task name.")] = None,
     seed: SeedOverride = None,
@@ -41,21 +41,21 @@ def insec_command(
     overrides: Overrides = None,
     quiet: Quiet = False,
 ) -> None:
-    """Run InSeC from a YAML config plus CLI overrides, and print accuracy and marker behaviour per round."""
+    """Run InSeC from a YAML config plus CLI overrides, and print accuracy and marker behaviour per iteration."""
     if ctx.invoked_subcommand is not None:
         return
     from selfcorrect.errors import SelfCorrectError
-    from selfcorrect.methods.insec import InSeCConfig, format_rounds, run_insec
+    from selfcorrect.methods.insec import InSeCConfig, format_iterations, run_insec
 
     if out is None:
         raise SelfCorrectError("insec needs --out (the run folder)")
-    flags = {"negatives": negatives, "granularity": granularity, "mistake_loss": mistake_loss, "rounds": rounds,
-             "model": model, "task": task, "seed": seed}
-    cfg = build_config(InSeCConfig, config, overrides, flags, resume_from=out if resume else None)
+    flags = {"negatives": negatives, "granularity": granularity, "mistake_loss": mistake_loss,
+             "iterations": iterations, "model": model, "task": task, "seed": seed}
+    cfg = config_from_cli(InSeCConfig, config, overrides, flags, resume_from=out if resume else None)
     summary = run_insec(cfg, out, resume=resume, quiet=quiet)
     typer.echo(f"\nInSeC ({cfg.negatives} negatives), {cfg.eval_split} split at T={cfg.eval_temperature:g} "
                "(95% bootstrap intervals):")
-    typer.echo(format_rounds(summary))
+    typer.echo(format_iterations(summary))
     typer.echo(f"run folder: {out}")
 
 
@@ -83,7 +83,7 @@ def compare_command(
         return chosen
 
     saved = out if resume else None
-    base = build_config(InSeCConfig, config, overrides, {}, resume_from=saved, section="base")
+    base = config_from_cli(InSeCConfig, config, overrides, {}, resume_from=saved, section="base")
     chosen = resumed_list(arms, ",".join(ARMS), saved, "arms", "--arms", parse_arms)
     seed_list = resumed_list(seeds, "0,1,2", saved, "seeds", "--seeds", lambda text: parse_ints(text, "--seeds"))
     table = run_compare(base, seed_list, out, chosen, resume=resume, quiet=quiet)

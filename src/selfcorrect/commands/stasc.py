@@ -13,7 +13,7 @@ from selfcorrect.commands.common import (
     Quiet,
     Resume,
     SeedOverride,
-    build_config,
+    config_from_cli,
     parse_ints,
     resumed_list,
 )
@@ -55,7 +55,7 @@ def stasc_command(
     flags = {"variant": variant, "method": method, "budget_from": budget_from, "iterations": iterations,
              "n_init": n_init, "n_corr": n_corr, "temperature": temperature, "model": model, "task": task,
              "report_to": report_to, "seed": seed}
-    cfg = build_config(STaSCConfig, config, overrides, flags, resume_from=out if resume else None)
+    cfg = config_from_cli(STaSCConfig, config, overrides, flags, resume_from=out if resume else None)
     summary = run_stasc(cfg, out, resume=resume, quiet=quiet)
     for where in summary["iterations"][0]["eval"]:
         typer.echo(f"\n{cfg.method.upper()} {cfg.variant}, {where} (95% bootstrap intervals):")
@@ -91,7 +91,7 @@ def sweep_command(
         return chosen
 
     saved = out if resume else None
-    base = build_config(STaSCConfig, config, overrides, {}, resume_from=saved, section="base")
+    base = config_from_cli(STaSCConfig, config, overrides, {}, resume_from=saved, section="base")
     chosen = resumed_list(variants, "all", saved, "variants", "--variants", parse_variants)
     seed_list = resumed_list(seeds, "0,1,2", saved, "seeds", "--seeds", lambda text: parse_ints(text, "--seeds"))
     control_list = resumed_list(controls, "star,gold", saved, "controls", "--controls",

@@ -8,9 +8,9 @@ segments). Negatives come from one of two places, which is the question this mod
   first wrong step at step level;
 - `synthetic`: the task's registered corruptions (`tasks/corruptions.py`) applied to the correct answer;
 - `none`: plain SFT on the same clean examples with the same number of sequences and optimiser steps, the control.
-Each round (sample -> build -> train -> evaluate) is a resumable step of the shared `StepStore`; with `rounds > 1`
-it repeats from the newest model (iterated InSeC). Evaluation decodes with room for a rewrite and scores what the
-output stands by after its last marker, reporting the marker's precision and recall beside accuracy.
+Each iteration (sample -> build -> train -> evaluate) is a resumable step of the shared `StepStore`; with
+`iterations > 1` it repeats from the newest model (iterated InSeC). Evaluation decodes with room for a rewrite and
+scores what the output stands by after its last marker, reporting the marker's precision and recall beside accuracy.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from selfcorrect.analysis.metrics import FLIP_LABELS
 from selfcorrect.backends.base import Backend, SamplingParams, Temperature, request_seed
 from selfcorrect.config import StrictModel
 from selfcorrect.methods.insec_data import (
@@ -45,7 +46,7 @@ from selfcorrect.rounds import add_instruction, generate, start
 from selfcorrect.runs import RunFolder, removes_fresh_output_on_error
 from selfcorrect.tasks import Task, get_kit, get_task
 from selfcorrect.tasks.corruptions import MistakeKit
-from selfcorrect.training.finetune import FinetuneConfig
+from selfcorrect.training.finetune import FINETUNE_FILE, FinetuneConfig
 from selfcorrect.trajectory import Trajectory, Verdict
 
 Negatives = Literal["on_policy", "synthetic", "none"]
@@ -58,7 +59,7 @@ class InSeCConfig(StrictModel):
     granularity: Granularity = "step"
     #: Synthetic negatives: the task's corruptions to draw from, uniformly (None = all registered ones).
     corruptions: list[str] | None = None
-    #: Share of each round's training sequences that hold a mistake; the rest are clean (question, answer) pairs.
+    #: Share of each iteration's training sequences that hold a mistake; the rest are clean (question, answer) pairs.
     negative_share: float = Field(0.5, ge=0.0, le=1.0)
     marker: str = "<fix>"
     #: Follow the marker with a reason token (`<why-state>`, `<why-digit>`, ...), learnt like the correction.
@@ -67,13 +68,13 @@ class InSeCConfig(StrictModel):
     token_init: dict[str, str] = {}
     mistake_loss: MistakeLoss = "none"
     unlikelihood_weight: float = Field(1.0, gt=0.0)
-    rounds: int = Field(1, ge=1)
-    #: On-policy samples per training question per round (temperature `sample_temperature`).
+    iterations: int = Field(1, ge=1)
+    #: On-policy samples per training question per iteration (temperature `sample_temperature`).
     samples_per_question: int = Field(2, ge=1)
     sample_temperature: Temperature = 1.0
-    #: Training sequences per round (None = one per training question); equal for every arm of a comparison.
-    examples_per_round: int | None = Field(None, ge=1)
-    #: Each round trains the previous round's model (True) or the base model again (False).
+    #: Training sequences per iteration (None = one per training question); equal for every arm of a comparison.
+    examples_per_iteration: int | None = Field(None, ge=1)
+    #: Each iteration trains the previous iteration's model (True) or the base model again (False).
     evolving: bool = True
     task: str = "sandbox-chain"
     task_options: dict[str, Any] = {}
@@ -113,7 +114,7 @@ def answer(backend: Backend, task: Task, examples: list, config: InSeCConfig, pa
 
 
 def _attempt(trajectory: Trajectory, marker: str) -> str:
-    """What a sample attempted before any correction of its own (a later round's model may already mark)."""
+    """What a sample attempted before any correction of its own (a later iteration's model may already mark)."""
     return trajectory.last_answer.text.split(marker)[0]
 
 
@@ -168,11 +169,11 @@ def _pick(items: list, count: int, rng: np.random.Generator) -> list:
 
 def build_training_set(prompted: list[Trajectory], samples: list[Trajectory] | None, task: Task, kit: MistakeKit,
                        config: InSeCConfig, seed: int) -> dict[str, Any]:
-    """One round's sequences: clean answers and negatives at `negative_share`, always `examples_per_round` in all,
-    so every arm of a comparison takes the same optimiser steps. When too few negatives exist the shortfall is
+    """One iteration's sequences: clean answers and negatives at `negative_share`, always `examples_per_iteration`
+    in all, so every arm of a comparison takes the same optimiser steps. When too few negatives exist the shortfall is
     filled with clean sequences and recorded."""
     rng = np.random.default_rng(seed)
-    size = config.examples_per_round or len(prompted)
+    size = config.examples_per_iteration or len(prompted)
     wanted = round(size * config.negative_share) if config.negatives != "none" else 0
     if config.negatives == "on_policy":
         pool = harvest(samples or [], task, kit, config)
@@ -232,7 +233,7 @@ def _finetune(start_model: Path, conversations: list, config: InSeCConfig, seed:
 
 @removes_fresh_output_on_error
 def run_insec(config: InSeCConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
-    """Round 0 evaluates the base model; rounds 1..R sample (on-policy only), build, train and evaluate."""
+    """Iteration 0 evaluates the base model; iterations 1..N sample (on-policy only), build, train and evaluate."""
     from selfcorrect.backends import build_backend, model_weights
 
     task = get_task(config.task, **config.task_options)
@@ -245,22 +246,22 @@ def run_insec(config: InSeCConfig, out: str | Path, resume: bool = False, quiet:
     prompted = _prompted(task, train_examples, config)
     timings: dict[str, float] = {}
 
-    def evaluated(r: int, model_dir: Path) -> dict[str, Any]:
+    def evaluated(n: int, model_dir: Path) -> dict[str, Any]:
         started = time.perf_counter()
-        seed = request_seed(config.seed, "insec-eval", r)
-        trajectories = store.trajectories(f"round-{r}/eval.jsonl",
+        seed = request_seed(config.seed, "insec-eval", n)
+        trajectories = store.trajectories(f"iter-{n}/eval.jsonl",
                                           lambda: evaluate(model_dir, task, kit, config, seed))
-        timings[f"round-{r}/eval_s"] = time.perf_counter() - started
+        timings[f"iter-{n}/eval_s"] = time.perf_counter() - started
         return marker_metrics(trajectories, seed=config.seed)
 
-    rows: list[dict[str, Any]] = [{"round": 0, "eval": evaluated(0, m0)}]
-    # Built after round 0's evaluation, so a run refused there (a prompt too long) leaves no folder behind.
+    rows: list[dict[str, Any]] = [{"iteration": 0, "eval": evaluated(0, m0)}]
+    # Built after iteration 0's evaluation, so a run refused there (a prompt too long) leaves no folder behind.
     # The SFT control never says the marker, so it trains the base model as it is.
     base = m0 if config.negatives == "none" else store.folder(
-        "round-0/model", lambda tmp: add_tokens(m0, tmp, tokens, config.token_init))
+        "iter-0/model", lambda tmp: add_tokens(m0, tmp, tokens, config.token_init))
     previous = base
-    for r in range(1, config.rounds + 1):
-        seed = request_seed(config.seed, "insec", r)
+    for n in range(1, config.iterations + 1):
+        seed = request_seed(config.seed, "insec", n)
         started = time.perf_counter()
         samples = None
         if config.negatives == "on_policy":
@@ -270,27 +271,27 @@ def run_insec(config: InSeCConfig, out: str | Path, resume: bool = False, quiet:
                     return answer(backend, task, train_examples, config,
                                   config.params(task, config.sample_temperature, config.samples_per_question), seed)
 
-            samples = store.trajectories(f"round-{r}/samples.jsonl", sample)
-        timings[f"round-{r}/sampling_s"] = time.perf_counter() - started
-        data = store.json(f"round-{r}/data.json",
+            samples = store.trajectories(f"iter-{n}/samples.jsonl", sample)
+        timings[f"iter-{n}/sampling_s"] = time.perf_counter() - started
+        data = store.json(f"iter-{n}/data.json",
                           lambda s=samples, seed=seed: build_training_set(prompted, s, task, kit, config, seed))
         started = time.perf_counter()
-        model_dir = store.folder(f"round-{r}/model", _finetune(previous if config.evolving else base,
-                                                               data["conversations"], config, seed, quiet))
-        timings[f"round-{r}/finetune_s"] = time.perf_counter() - started
-        training = json.loads((model_dir / "finetune.json").read_text())
-        rows.append({"round": r, "eval": evaluated(r, model_dir), "data": data["counts"],
+        model_dir = store.folder(f"iter-{n}/model", _finetune(previous if config.evolving else base,
+                                                              data["conversations"], config, seed, quiet))
+        timings[f"iter-{n}/finetune_s"] = time.perf_counter() - started
+        training = json.loads((model_dir / FINETUNE_FILE).read_text())
+        rows.append({"iteration": n, "eval": evaluated(n, model_dir), "data": data["counts"],
                      "training": {"steps": training["steps"], "seconds": training["seconds"],
                                   "loss_curve": training["train_loss_curve"]}})
         previous = model_dir
     summary = {"command": "insec", "negatives": config.negatives, "seed": config.seed, "task": task.describe(),
-               "rounds": rows, "final": rows[-1]["eval"], "timings": timings, "model": str(previous)}
+               "iterations": rows, "final": rows[-1]["eval"], "timings": timings, "model": str(previous)}
     run.write_summary(summary)
     return summary
 
 
-def format_rounds(summary: dict[str, Any]) -> str:
-    """Accuracy and marker behaviour per round, with 95% bootstrap intervals, as plain text."""
+def format_iterations(summary: dict[str, Any]) -> str:
+    """Accuracy and marker behaviour per iteration, with 95% bootstrap intervals, as plain text."""
 
     def cell(estimate: dict[str, Any] | None) -> str:
         if estimate is None:
@@ -298,11 +299,11 @@ def format_rounds(summary: dict[str, Any]) -> str:
         return f"{estimate['value']:.3f} [{estimate['ci'][0]:.3f},{estimate['ci'][1]:.3f}]"
 
     keys = ("accuracy", "first_attempt_accuracy", "marker_rate", "marker_precision", "marker_recall",
-            "wrong_to_right", "right_to_wrong")
-    lines = ["round  " + "  ".join(f"{k:>19}" for k in keys)]
-    for row in summary["rounds"]:
-        lines.append(f"{row['round']:>5}  " + "  ".join(f"{cell(row['eval'][k]):>19}" for k in keys))
+            "i_to_c", "c_to_i")
+    lines = ["iter  " + "  ".join(f"{FLIP_LABELS.get(k, k):>19}" for k in keys)]
+    for row in summary["iterations"]:
+        lines.append(f"{row['iteration']:>4}  " + "  ".join(f"{cell(row['eval'][k]):>19}" for k in keys))
     return "\n".join(lines)
 
 
-__all__ = ["InSeCConfig", "build_training_set", "evaluate", "format_rounds", "harvest", "run_insec"]
+__all__ = ["InSeCConfig", "build_training_set", "evaluate", "format_iterations", "harvest", "run_insec"]

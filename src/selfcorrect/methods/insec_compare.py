@@ -1,7 +1,7 @@
 """`selfcorrect insec compare`: InSeC with on-policy negatives, InSeC with synthetic negatives and plain SFT, on the
 same clean examples and the same number of optimiser steps, over several seeds: a table (mean ± std) and plots.
 
-The arms differ only in `negatives`; `examples_per_round`, the fine-tuning config and the evaluation are shared,
+The arms differ only in `negatives`; `examples_per_iteration`, the fine-tuning config and the evaluation are shared,
 so each arm takes the same steps on the same number of sequences (the table prints the steps to show it). Runs go
 one after another (two torch processes on 2 cores slow each other ~10x), each in its own resumable folder
 `<out>/<arm>-seed<s>/`, so an interrupted comparison continues with `--resume`.
@@ -12,13 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from selfcorrect.methods.insec import InSeCConfig, format_rounds, run_insec
+from selfcorrect.analysis.metrics import FLIP_LABELS
+from selfcorrect.methods.insec import InSeCConfig, format_iterations, run_insec
 from selfcorrect.methods.multirun import finished_or_run, mean_std
 from selfcorrect.runs import RunFolder, atomic_write_text, removes_fresh_output_on_error, write_json
 
 ARMS = {"insec-on-policy": "on_policy", "insec-synthetic": "synthetic", "sft": "none"}
 COLUMNS = ("accuracy", "first_attempt_accuracy", "marker_rate", "marker_precision", "marker_recall",
-           "wrong_to_right", "right_to_wrong")
+           "i_to_c", "c_to_i")
 
 
 @removes_fresh_output_on_error
@@ -46,30 +47,31 @@ def _value(metrics: dict[str, Any], key: str) -> float | None:
 
 
 def aggregate(summaries: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    """Per arm: mean ± std over seeds of the final round's metrics, the base model's accuracy and the steps."""
+    """Per arm: mean ± std over seeds of the final iteration's metrics, the base model's accuracy and the steps."""
     rows: dict[str, Any] = {}
     for arm, runs in summaries.items():
         entry: dict[str, Any] = {"seeds": [r["seed"] for r in runs]}
         for key in COLUMNS:
             entry[key] = mean_std([_value(r["final"], key) for r in runs])
             entry[f"{key} per seed"] = [_value(r["final"], key) for r in runs]
-        entry["base accuracy"] = mean_std([_value(r["rounds"][0]["eval"], "accuracy") for r in runs])
-        entry["steps"] = mean_std([sum(row["training"]["steps"] for row in r["rounds"][1:]) for r in runs])
-        entry["negatives"] = [r["rounds"][-1]["data"]["negatives"] for r in runs]
+        entry["base accuracy"] = mean_std([_value(r["iterations"][0]["eval"], "accuracy") for r in runs])
+        entry["steps"] = mean_std([sum(row["training"]["steps"] for row in r["iterations"][1:]) for r in runs])
+        entry["negatives"] = [r["iterations"][-1]["data"]["negatives"] for r in runs]
         rows[arm] = entry
     return {"columns": list(COLUMNS), "rows": rows}
 
 
 def format_markdown(table: dict[str, Any]) -> str:
     cols = ["base accuracy", *table["columns"], "steps"]
-    lines = ["| arm | " + " | ".join(c.replace("_", " ") for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    lines = ["| arm | " + " | ".join(FLIP_LABELS.get(c, c.replace("_", " ")) for c in cols) + " |",
+             "|---|" + "---|" * len(cols)]
     for arm, entry in table["rows"].items():
         cells = [f"{entry[c]['mean']:.3f} ± {entry[c]['std']:.3f}" if entry[c] else "–" for c in cols[:-1]]
         cells.append(f"{entry['steps']['mean']:.0f}" if entry["steps"] else "–")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    lines += ["", "Final round on the eval split; mean ± std over seeds (ddof=1). Precision: markers that follow a "
-              "wrong step or answer; recall: wrong steps or answers followed by a marker; wrong→right and "
-              "right→wrong: shares of all outputs that changed correctness across a marker."]
+    lines += ["", "Final iteration on the eval split; mean ± std over seeds (ddof=1). Precision: markers that "
+              "follow a wrong step or answer; recall: wrong steps or answers followed by a marker; I->C (wrong to "
+              "right) and C->I (right to wrong): shares of all outputs that changed correctness across a marker."]
     return "\n".join(lines) + "\n"
 
 
@@ -110,11 +112,11 @@ def plot(table: dict[str, Any], path: Path) -> None:
 
 
 def demo_config(seed: int = 0) -> InSeCConfig:
-    """The sandbox setting of `configs/insec/sandbox.yaml` (a test keeps the two equal): one on-policy round."""
+    """The sandbox setting of `configs/insec/sandbox.yaml` (a test keeps the two equal): one on-policy iteration."""
     from selfcorrect.methods.stasc import sandbox_finetune_defaults
 
     return InSeCConfig(negatives="on_policy", granularity="answer", negative_share=0.25, reasons=True,
-                       token_init={"<fix>": "<eos>", "<why-answer>": "C"}, examples_per_round=1000,
+                       token_init={"<fix>": "<eos>", "<why-answer>": "C"}, examples_per_iteration=1000,
                        finetune=sandbox_finetune_defaults().model_copy(update={"epochs": 4}), seed=seed)
 
 
@@ -127,8 +129,8 @@ def run_insec_demo(out: Path, seed: int = 0, quiet: bool = False) -> dict[str, A
                                  out / f"{arm}-seed{seed}", resume=True, quiet=quiet)
             for arm in ("insec-on-policy", "sft")}
     for arm, summary in runs.items():
-        typer.echo(f"\n{arm}: sandbox test split, temperature 1, 95% bootstrap intervals (round 0 = base model):")
-        typer.echo(format_rounds(summary))
+        typer.echo(f"\n{arm}: sandbox test split, temperature 1, 95% bootstrap intervals (iteration 0 = base model):")
+        typer.echo(format_iterations(summary))
     typer.echo(f"run folders: {out}/<arm>-seed{seed} (docs/insec.md has the 3-seed comparison)")
     return runs
 

@@ -204,8 +204,8 @@ def marker_metrics(trajectories: Sequence[Any], seed: int = 0, n_boot: int = 100
     the turn's verdict the final answer's score), per example with bootstrap intervals.
 
     Precision and recall are ratios of sums (markers after a wrong unit / markers; caught / errors), bootstrapped
-    by resampling examples; they are None when nothing was marked or nothing was wrong. `wrong_to_right` and
-    `right_to_wrong` are shares of all outputs whose first attempt (the text before the first marker) and final
+    by resampling examples; they are None when nothing was marked or nothing was wrong. The flips `i_to_c` and
+    `c_to_i` are shares of all outputs whose first attempt (the text before the first marker) and final
     answer differ in correctness.
     """
     from selfcorrect.analysis.metrics import bootstrap_ci, estimate, per_example
@@ -219,8 +219,8 @@ def marker_metrics(trajectories: Sequence[Any], seed: int = 0, n_boot: int = 100
     final_ok = column(lambda t: t.last_answer.verdict.correct)
     first_ok = column(lambda t: info(t)["first_ok"])
     marked = column(lambda t: info(t)["markers"] > 0)
-    w2r = column(lambda t: info(t)["markers"] > 0 and not info(t)["first_ok"] and t.last_answer.verdict.correct)
-    r2w = column(lambda t: info(t)["markers"] > 0 and info(t)["first_ok"] and not t.last_answer.verdict.correct)
+    i_to_c = column(lambda t: info(t)["markers"] > 0 and not info(t)["first_ok"] and t.last_answer.verdict.correct)
+    c_to_i = column(lambda t: info(t)["markers"] > 0 and info(t)["first_ok"] and not t.last_answer.verdict.correct)
     sums = {key: column(lambda t, key=key: info(t)[key]) for key in ("markers", "precise", "errors", "caught")}
 
     def mean(values: np.ndarray) -> dict[str, Any]:
@@ -240,7 +240,7 @@ def marker_metrics(trajectories: Sequence[Any], seed: int = 0, n_boot: int = 100
     return {"accuracy": mean(final_ok), "first_attempt_accuracy": mean(first_ok), "marker_rate": mean(marked),
             "marker_precision": ratio(sums["precise"], sums["markers"]),
             "marker_recall": ratio(sums["caught"], sums["errors"]),
-            "wrong_to_right": mean(w2r), "right_to_wrong": mean(r2w),
+            "i_to_c": mean(i_to_c), "c_to_i": mean(c_to_i),
             "counts": {key: round(float(values.sum())) for key, values in
-                       {**sums, "marked_outputs": marked, "wrong_to_right": w2r, "right_to_wrong": r2w}.items()},
+                       {**sums, "marked_outputs": marked, "i_to_c": i_to_c, "c_to_i": c_to_i}.items()},
             "n_examples": int(final_ok.size)}

@@ -3,20 +3,21 @@ a finished one read back instead of rerun, and mean ± std over seeds."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from selfcorrect.runs import RunFolder
+
 
 def finished_or_run(run: Callable[..., dict[str, Any]], config: Any, folder: Path, resume: bool,
                     quiet: bool) -> dict[str, Any]:
     """The run's summary.json when it finished earlier; otherwise `run(config, folder)`, continued if asked."""
-    summary_file = folder / "summary.json"
-    if summary_file.is_file():
-        return json.loads(summary_file.read_text())
+    run_folder = RunFolder(folder)
+    if run_folder.finished:
+        return dict(run_folder.read_summary())
     return run(config, folder, resume=resume and folder.exists(), quiet=quiet)
 
 

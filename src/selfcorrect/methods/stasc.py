@@ -38,8 +38,7 @@ from selfcorrect.rounds import add_instruction, generate, start
 from selfcorrect.runs import RunFolder, removes_fresh_output_on_error
 from selfcorrect.tasks import Task, get_task
 from selfcorrect.tracking import Tracker
-from selfcorrect.training.finetune import SUMMARY_FILE as FINETUNE_SUMMARY
-from selfcorrect.training.finetune import FinetuneConfig
+from selfcorrect.training.finetune import FINETUNE_FILE, FinetuneConfig
 from selfcorrect.trajectory import Trajectory
 
 VARIANTS = tuple(f"{i}{f}{t}" for i in "EF" for f in "IN" for t in "EF")
@@ -212,13 +211,14 @@ def _budget(config: STaSCConfig, iteration: int) -> dict[str, int] | None:
         return None
     if not config.budget_from:
         raise SelfCorrectError(f"method {config.method!r} is an equal-budget control: set budget_from to a STaSC run")
-    summary_path = Path(config.budget_from) / "summary.json"
-    if not summary_path.is_file():
-        raise SelfCorrectError(f"budget_from: {summary_path} not found (run the STaSC run to completion first)")
-    iterations = json.loads(summary_path.read_text())["iterations"]
+    stasc_run = RunFolder(Path(config.budget_from))
+    if not stasc_run.finished:
+        raise SelfCorrectError(f"budget_from: {stasc_run.summary_path} not found "
+                               "(run the STaSC run to completion first)")
+    iterations = stasc_run.read_summary()["iterations"]
     row = next((r for r in iterations if r["iteration"] == iteration), None)
     if row is None:
-        raise SelfCorrectError(f"budget_from: {summary_path} has no iteration {iteration}")
+        raise SelfCorrectError(f"budget_from: {stasc_run.summary_path} has no iteration {iteration}")
     if "training" not in row:  # the STaSC run kept nothing that iteration: its control trains on nothing too
         return {"examples": 0, "steps": 0}
     return {"examples": row["training"]["n_used"], "steps": row["training"]["steps"]}
@@ -232,9 +232,9 @@ def evaluate(model_dir: Path, run: Path, prefix: str, config: STaSCConfig, quiet
     for split in config.eval_splits:
         for temperature in config.eval_temperatures:
             out = run / prefix / f"eval-{split}-T{temperature:g}"
-            summary_file = out / "summary.json"
-            if summary_file.is_file():
-                metrics = json.loads(summary_file.read_text())["metrics"]
+            finished = RunFolder(out)
+            if finished.finished:
+                metrics = finished.read_summary()["metrics"]
             else:
                 eval_config = EvalConfig(task=config.task, task_options=config.task_options, backend=config.backend,
                                          model=str(model_dir), backend_options=config.backend_options, split=split,
@@ -325,7 +325,7 @@ def run_stasc(config: STaSCConfig, out: str | Path, resume: bool = False, quiet:
         started = time.perf_counter()
         model_dir = store.folder(f"iter-{n}/model", _train(base, selection, config, budget, seed, quiet))
         timings[f"iter-{n}/finetune_s"] = time.perf_counter() - started
-        training = json.loads((model_dir / FINETUNE_SUMMARY).read_text())
+        training = json.loads((model_dir / FINETUNE_FILE).read_text())
         rows.append(_row(n, evaluate(model_dir, run.path, f"iter-{n}", config, quiet), training, selection))
         tracker.log({**rows[-1]["eval"], "train/steps": training["steps"], "train/kept": selection["n_used"]}, step=n)
         previous = model_dir
@@ -359,7 +359,7 @@ def choose_iteration(rows: list[dict[str, Any]], config: STaSCConfig) -> dict[st
 
 def iteration_table(summary: dict[str, Any], where: str) -> str:
     """acc@t1 / acc@t2 / Δ per iteration for one eval split and temperature, as plain text."""
-    lines = [f"{'iter':>4}  {'acc@t1':>17}  {'acc@t2':>17}  {'delta':>8}  {'i->c':>6}  {'c->i':>6}"]
+    lines = [f"{'iter':>4}  {'acc@t1':>17}  {'acc@t2':>17}  {'delta':>8}  {'I->C':>6}  {'C->I':>6}"]
     for row in summary["iterations"]:
         metrics = row["eval"].get(where)
         if metrics is None:

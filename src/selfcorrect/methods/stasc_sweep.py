@@ -14,7 +14,7 @@ from typing import Any
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.methods.multirun import finished_or_run, mean_std
 from selfcorrect.methods.stasc import STaSCConfig, run_stasc
-from selfcorrect.runs import RunFolder, atomic_write_text, read_json, removes_fresh_output_on_error, write_json
+from selfcorrect.runs import RunFolder, atomic_write_text, removes_fresh_output_on_error, write_json
 
 
 def run_name(label: str, seed: int) -> str:
@@ -55,9 +55,10 @@ def table_from_runs(folders: list[Path]) -> dict[str, Any]:
     for folder in sorted(folders):
         if not folder.is_dir():
             raise SelfCorrectError(f"{folder}: no such run folder")
-        if not (folder / "summary.json").is_file():
+        run = RunFolder(folder)
+        if not run.finished:
             continue
-        summary = read_json(folder / "summary.json")
+        summary = run.read_summary()
         base = base or build_config(STaSCConfig, read_yaml(folder / "config.yaml"), str(folder / "config.yaml"))
         label = summary["variant"] if summary["method"] == "stasc" else summary["method"].upper()
         summaries.setdefault(label, []).append(summary)
@@ -114,7 +115,7 @@ def format_markdown(table: dict[str, Any]) -> str:
     lines.append("")
     lines.append("Mean ± std over seeds (std with ddof=1; 0 when n = 1) at the iteration selected on validation "
                  "acc@t2 (iteration 0 for the base row). delta = acc@t2 − acc@t1; delta_i_to_c / delta_c_to_i = "
-                 "shares of test questions flipped wrong→right / right→wrong by the correction.")
+                 "shares of test questions flipped I->C (wrong to right) / C->I (right to wrong) by the correction.")
     return "\n".join(lines) + "\n"
 
 

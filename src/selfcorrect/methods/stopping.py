@@ -20,16 +20,17 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import Any
 
-from selfcorrect.analysis.uncertainty import normalize_answer
+from selfcorrect.analysis.round_uncertainty import answer_key
+from selfcorrect.analysis.uncertainty import casefold_answer
 from selfcorrect.trajectory import Trajectory, Turn
 
 STOP_RULES = ("fixed", "converged", "oracle")
 ORACLE_LABEL = "oracle: stops on the gold answer, an upper bound, not self-correction"
 
 
-def _answer_key(turn: Turn) -> str:
-    """What "the same answer" means: the extracted answer when the reward found one, else the whole text."""
-    return normalize_answer(turn.extracted if turn.extracted is not None else turn.text)
+def _comparable(turn: Turn) -> str:
+    """What "the same answer" means: the turn's answer (`answer_key`), case and whitespace aside."""
+    return casefold_answer(answer_key(turn))
 
 
 @dataclass(frozen=True)
@@ -59,7 +60,7 @@ class StopRule:
         if self.name == "fixed" or len(turns) <= self.patience:
             return None
         recent = turns[-(self.patience + 1):]
-        if len({_answer_key(t) for t in recent}) == 1:
+        if len({_comparable(t) for t in recent}) == 1:
             return f"converged: answer unchanged for {self.patience} round(s)"
         nlls = [t.logprobs.mean_nll for t in recent if t.logprobs is not None]
         steady = self.nll_epsilon is not None and len(nlls) == len(recent)
@@ -112,7 +113,7 @@ def answer_change_rate(trajectories: Sequence[Trajectory]) -> list[dict[str, Any
     changed: Counter[int] = Counter()
     answered: Counter[int] = Counter()
     for traj in trajectories:
-        keys = [_answer_key(t) for t in traj.model_turns()]
+        keys = [_comparable(t) for t in traj.model_turns()]
         for t in range(1, len(keys)):
             answered[t + 1] += 1
             changed[t + 1] += keys[t] != keys[t - 1]

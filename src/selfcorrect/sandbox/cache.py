@@ -33,7 +33,7 @@ def sandbox_dir(config: PretrainConfig | None = None) -> Path:
     return cache_root() / "sandbox" / hashlib.blake2b(key.encode(), digest_size=6).hexdigest()
 
 
-def sample_first_attempts(model: Any, questions: list[str], seed: int) -> list[str]:
+def sample_bootstrap_attempts(model: Any, questions: list[str], seed: int) -> list[str]:
     """The bootstrap sampler: the in-training model answers at temperature 1 through the ordinary `hf` backend."""
     from selfcorrect.backends.base import GenerationRequest, SamplingParams, request_seed
     from selfcorrect.backends.hf import HFBackend
@@ -52,7 +52,7 @@ def pretrain_to(config: PretrainConfig, out: Path, progress: Callable[[str, int]
 
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    model, report = pretrain(config, sample_first_attempts, progress)
+    model, report = pretrain(config, sample_bootstrap_attempts, progress)
     save(model, report, tmp)
     if out.exists():
         shutil.rmtree(out)

@@ -1,7 +1,7 @@
 """Token batches for sandbox pretraining, built directly as id arrays (fast) in the chat template's exact layout.
 
 Rendering 64 conversations per step through Jinja would dominate a CPU step, so batches are assembled here with
-numpy; `tests/test_sandbox.py` checks that these ids equal `tokenizer.apply_chat_template` on the same messages.
+numpy; `tests/test_sandbox_model.py` checks that these ids equal `tokenizer.apply_chat_template` on the same messages.
 """
 
 from __future__ import annotations

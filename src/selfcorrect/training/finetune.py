@@ -51,7 +51,7 @@ LORA_TARGETS: dict[str, tuple[str, ...]] = {
     "qwen3": ("q_proj", "k_proj", "v_proj", "o_proj"),
     "phi3": ("qkv_proj", "o_proj"),
 }
-SUMMARY_FILE = "finetune.json"
+FINETUNE_FILE = "finetune.json"
 
 
 class FinetuneConfig(StrictModel):
@@ -304,7 +304,7 @@ def _save(trainer: Any, tokenizer: Any, staging: Path, out: Path, summary: dict[
             with _progress_bars(not quiet):
                 model.save_pretrained(staging, state_dict=state_dict)
             tokenizer.save_pretrained(staging)
-            write_json(staging / SUMMARY_FILE, summary)
+            write_json(staging / FINETUNE_FILE, summary)
             _publish(staging, out)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
