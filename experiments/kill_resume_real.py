@@ -34,11 +34,13 @@ STASC_CONFIG = """\
 # A STaSC run small enough for a shared CPU: 16 questions x 1 answer x 2 corrections, 2 LoRA steps, 8 eval examples.
 variant: ENE
 task: nq-open
+task_options: {splits: {train: 16, validation: 8}}
 model: smollm2-135m-instruct
 iterations: 1
 n_init: 1
 n_corr: 2
 temperature: 1.0
+max_new_tokens: 32
 train_limit: 16
 eval_limit: 8
 eval_splits: [validation]
@@ -87,7 +89,8 @@ def eval_part(work: Path) -> list[str]:
     print(f"eval: {a} killed after its first chunk, then resumed")
     seconds = run_and_kill(["eval", *EVAL_FLAGS, "--out", str(a)], lambda: lines(a / "samples.jsonl") >= 8)
     print(f"  kept {lines(a / 'samples.jsonl')} of 24 trajectories, summary.json: {(a / 'summary.json').exists()}")
-    seconds += run(["eval", "--out", str(a), "--resume", "--quiet"])
+    # --no-cache again: it is a way of running, not part of the run's saved config.yaml
+    seconds += run(["eval", "--out", str(a), "--resume", "--no-cache", "--quiet"])
     print(f"  killed + resumed: {seconds:.0f} s")
     print(f"eval: {b} uninterrupted: {run(['eval', *EVAL_FLAGS, '--out', str(b)]):.0f} s")
     found = differences(trajectories(a), trajectories(b), a, b)
