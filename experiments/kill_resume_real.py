@@ -2,9 +2,9 @@
 
     python experiments/kill_resume_real.py WORKDIR [--part eval|stasc|both]
 
-Part `eval`: a SmolLM2-135M-Instruct eval on nq-open (24 examples, 1 round, chunks of 8, no cache) is SIGKILLed as
-soon as its first chunk is in samples.jsonl, resumed with `--out A --resume`, and compared with an uninterrupted run B
-by `compare_runs.py`. Part `stasc`: a small STaSC run (16 train questions, 1 iteration, 2 LoRA steps) is SIGKILLed
+Part `eval`: a SmolLM2-135M-Instruct eval on nq-open (12 examples, 1 round, at most 32 new tokens a turn, chunks of 4,
+no cache) is SIGKILLed as soon as its first chunk is in samples.jsonl, resumed with `--out A --resume`, and compared
+with an uninterrupted run B by `compare_runs.py`. Part `stasc`: a small STaSC run (16 train questions, 1 iteration, 2 LoRA steps) is SIGKILLed
 while it fine-tunes (its `iter-1/model.partial` folder exists), resumed, and compared with an uninterrupted run:
 the summary's per-iteration metrics, selection counts and training loss curve, the generation file, every eval
 folder (by `compare_runs.py`) and the fine-tuned weights, byte for byte.
@@ -28,8 +28,9 @@ from pathlib import Path
 from compare_runs import differences, trajectories
 
 CLI = [sys.executable, "-m", "selfcorrect.cli"]
-EVAL_FLAGS = ["--model", "smollm2-135m-instruct", "--task", "nq-open", "--limit", "24", "--rounds", "1",
-              "--set", "chunk_size=8", "--no-cache", "--quiet"]
+EVAL_LIMIT, EVAL_CHUNK = 12, 4
+EVAL_FLAGS = ["--model", "smollm2-135m-instruct", "--task", "nq-open", "--limit", str(EVAL_LIMIT), "--rounds", "1",
+              "--set", f"chunk_size={EVAL_CHUNK}", "--set", "max_new_tokens=32", "--no-cache", "--quiet"]
 STASC_CONFIG = """\
 # A STaSC run small enough for a shared CPU: 16 questions x 1 answer x 2 corrections, 2 LoRA steps, 8 eval examples.
 variant: ENE
@@ -87,8 +88,9 @@ def lines(path: Path) -> int:
 def eval_part(work: Path) -> list[str]:
     a, b = work / "eval-A", work / "eval-B"
     print(f"eval: {a} killed after its first chunk, then resumed")
-    seconds = run_and_kill(["eval", *EVAL_FLAGS, "--out", str(a)], lambda: lines(a / "samples.jsonl") >= 8)
-    print(f"  kept {lines(a / 'samples.jsonl')} of 24 trajectories, summary.json: {(a / 'summary.json').exists()}")
+    seconds = run_and_kill(["eval", *EVAL_FLAGS, "--out", str(a)], lambda: lines(a / "samples.jsonl") >= EVAL_CHUNK)
+    kept, summary = lines(a / "samples.jsonl"), (a / "summary.json").exists()
+    print(f"  kept {kept} of {EVAL_LIMIT} trajectories, summary.json: {summary}")
     # --no-cache again: it is a way of running, not part of the run's saved config.yaml
     seconds += run(["eval", "--out", str(a), "--resume", "--no-cache", "--quiet"])
     print(f"  killed + resumed: {seconds:.0f} s")
