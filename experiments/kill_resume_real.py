@@ -2,12 +2,12 @@
 
     python experiments/kill_resume_real.py WORKDIR [--part eval|stasc|both]
 
-Part `eval`: a SmolLM2-135M-Instruct eval on nq-open (12 examples, 1 round, at most 32 new tokens a turn, chunks of 4,
-no cache) is SIGKILLed as soon as its first chunk is in samples.jsonl, resumed with `--out A --resume`, and compared
-with an uninterrupted run B by `compare_runs.py`. Part `stasc`: a small STaSC run (16 train questions, 1 iteration, 2 LoRA steps) is SIGKILLed
-while it fine-tunes (its `iter-1/model.partial` folder exists), resumed, and compared with an uninterrupted run:
-the summary's per-iteration metrics, selection counts and training loss curve, the generation file, every eval
-folder (by `compare_runs.py`) and the fine-tuned weights, byte for byte.
+Part `eval`: a SmolLM2-135M-Instruct eval on nq-open (12 examples, 1 round, at most 32 new tokens a turn,
+chunks of 4, no cache) is SIGKILLed as soon as its first chunk is in samples.jsonl, resumed with `--out A --resume`,
+and compared with an uninterrupted run B by `compare_runs.py`. Part `stasc`: a small STaSC run (16 train questions,
+1 iteration, 2 LoRA steps) is SIGKILLed while it fine-tunes (its `iter-1/model.partial` folder exists), resumed,
+and compared with an uninterrupted run: the summary's per-iteration metrics, selection counts and training loss
+curve, the generation file, every eval folder (by `compare_runs.py`) and the fine-tuned weights, byte for byte.
 Each command runs as its own process group with OMP_NUM_THREADS=1; the wall time of each is printed.
 Exits 1 if any comparison differs or a kill came too late (the run had already finished).
 """
