@@ -67,13 +67,13 @@ def run(args: list[str]) -> float:
     return time.perf_counter() - started
 
 
-def run_and_kill(args: list[str], ready: Callable[[], bool]) -> float:
+def run_and_kill(args: list[str], ready: Callable[[], bool], too_late: str = "") -> float:
     """Start a command and SIGKILL its process group the moment `ready()` holds; its wall seconds until the kill."""
     started = time.perf_counter()
     process = subprocess.Popen(CLI + args, env=environment(), start_new_session=True)
     while not ready():
         if process.poll() is not None:
-            raise SystemExit(f"the run ended (exit {process.returncode}) before the moment to kill it came")
+            raise SystemExit(f"the run ended (exit {process.returncode}) before the moment to kill it came{too_late}")
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
@@ -135,7 +135,8 @@ def stasc_part(work: Path) -> list[str]:
     a, b = work / "stasc-A", work / "stasc-B"
     print(f"stasc: {a} killed while fine-tuning, then resumed")
     seconds = run_and_kill(["stasc", "--config", str(config), "--out", str(a), "--quiet"],
-                           lambda: (a / "iter-1" / "model.partial").is_dir())
+                           lambda: (a / "iter-1" / "model.partial").is_dir(),
+                           f"; if {a}/iter-1/selection.json kept nothing, there was no fine-tuning to interrupt")
     print(f"  on disk at the kill: {sorted(str(p.relative_to(a)) for p in a.glob('iter-1/*'))}")
     seconds += run(["stasc", "--out", str(a), "--resume", "--quiet"])
     print(f"  killed + resumed: {seconds:.0f} s")
