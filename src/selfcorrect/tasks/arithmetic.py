@@ -1,13 +1,15 @@
-"""Arithmetic: short questions ("What is 7 times 23?") generated from a seed, answered on a strict final line.
+"""Arithmetic: short questions ("What is 7 + 23?") generated from a seed, answered on a strict final line.
 
 Why this task: a small model sits near the floor on NQ-open and GSM8K, so a review has few wrong answers it could
 fix; on short arithmetic it sits in a useful range (docs/real-model.md, "a task with headroom"), and the
 difficulty knob (`operation`, `digits`, `second_digits`) moves it there for any model.
 
-Strict scoring. The reply must END with the line "Answer: <integer>", and that number is the answer; a right
-number anywhere else in the text scores 0. Every turn is parsed the same way and every turn is asked for the same
-line (round 1 by `question`, reviews by the `arithmetic-review` prompt), so a review that only restates an answer
-in the required form is told apart in the summary (`wrong_to_right_by_first_error`) from one that fixed a number.
+Strict scoring. The reply must END with a line that states the answer, "Answer: <integer>" as asked or "The answer
+is <integer>." (the form a small model writes unasked), and that number is the answer; a right number anywhere else
+in the text scores 0, so a reply that ends on an equation or a restated operand is not an answer. Every turn is
+parsed the same way and asked for the same line (round 1 by `question`, reviews by the `arithmetic-review` prompt),
+and a review that only restates an answer in the required form is told apart in the summary
+(`wrong_to_right_by_first_error`) from one that fixed a number.
 
 Splits. Each question, the unordered operand pair for + and ×, is put in one split by a seeded hash, so train,
 validation and test never share a question however many are drawn; within a split, questions come in hash order.
@@ -28,8 +30,8 @@ from selfcorrect.trajectory import Example, Trajectory, Verdict
 
 #: What every turn is asked for, word for word (round 1 through `question`, reviews through `fields.format`).
 ANSWER_FORMAT = 'End your reply with a last line of the form "Answer: <number>".'
-#: The last non-empty line, whole: "Answer:" (any case) and an integer, with thousands commas if any.
-ANSWER_LINE = re.compile(r"answer:\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+))\.?", re.IGNORECASE)
+#: The last non-empty line, whole: "Answer:" or "The answer is" (any case) and an integer (thousands commas allowed).
+ANSWER_LINE = re.compile(r"(?:answer:|the answer is)\s*(-?(?:\d{1,3}(?:,\d{3})+|\d+))\.?", re.IGNORECASE)
 #: Hash buckets (of 10) per split: 60% train, 20% validation, 20% test of the question space.
 SPLIT_BUCKETS = {"train": range(0, 6), "validation": range(6, 8), "test": range(8, 10)}
 MAX_DIGITS = 3
@@ -37,14 +39,14 @@ MAX_DIGITS = 3
 
 @dataclass(frozen=True)
 class Operation:
-    word: str
+    symbol: str
     apply: Callable[[np.ndarray, np.ndarray], np.ndarray]
     commutative: bool
 
 
 OPERATIONS = {
-    "add": Operation("plus", np.add, commutative=True),
-    "subtract": Operation("minus", np.subtract, commutative=False),
+    "add": Operation("+", np.add, commutative=True),
+    "subtract": Operation("-", np.subtract, commutative=False),
     "multiply": Operation("times", np.multiply, commutative=True),
 }
 
@@ -66,7 +68,7 @@ def mix(values: np.ndarray) -> np.ndarray:
 
 
 def parse_answer_line(text: str) -> int | None:
-    """The integer of the reply's last non-empty line when that line is exactly "Answer: <integer>", else None."""
+    """The integer of the reply's last non-empty line when that line is exactly an answer line, else None."""
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     found = ANSWER_LINE.fullmatch(lines[-1]) if lines else None
     return int(found.group(1).replace(",", "")) if found else None
@@ -79,7 +81,7 @@ class ArithmeticTask(Task):
     name = "arithmetic"
     description = ("short arithmetic questions from a seed (operation, digits); gold = the exact integer; "
                    "strict 'Answer: <number>' last line")
-    max_new_tokens: ClassVar[int] = 96
+    max_new_tokens: ClassVar[int] = 64
     measures = "accuracy"
 
     def __init__(self, operation: str = "add", digits: int = 1, second_digits: int | None = None, seed: int = 0,
@@ -124,18 +126,20 @@ class ArithmeticTask(Task):
         op = OPERATIONS[self.operation]
         rows = self.pairs(split)[:limit]
         gold = op.apply(rows[:, 0], rows[:, 1])
-        return [Example(id=f"{split}-{i}", fields={"question": f"What is {a} {op.word} {b}?", "format": ANSWER_FORMAT},
-                        gold=int(g), metadata={"split": split, "a": int(a), "b": int(b)})
+        return [Example(id=f"{split}-{i}", gold=int(g),
+                        fields={"question": f"What is {a} {op.symbol} {b}?", "format": ANSWER_FORMAT},
+                        metadata={"split": split, "a": int(a), "b": int(b)})
                 for i, ((a, b), g) in enumerate(zip(rows.tolist(), gold.tolist(), strict=True))]
 
     def question(self, example: Example) -> str:
         return f"{example.fields['question']}\n\n{example.fields['format']}"
 
     def score(self, example: Example, text: str) -> Verdict:
-        """1 when the last line is "Answer: <gold>"; the reason says whether the line was missing or wrong."""
+        """1 when the last line states the gold; the reason says whether the answer line was missing or wrong."""
         number = parse_answer_line(text)
         if number is None:
-            return Verdict(0.0, None, "no answer line: the last line is not 'Answer: <integer>'")
+            return Verdict(0.0, None, "no answer line: the last line is neither 'Answer: <integer>' nor "
+                                      "'The answer is <integer>.'")
         if number != example.gold:
             return Verdict(0.0, str(number), f"wrong number: answer line says {number}, gold {example.gold}")
         return Verdict(1.0, str(number), f"answer line equals gold {example.gold}")
