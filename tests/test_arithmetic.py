@@ -24,7 +24,8 @@ def test_questions_are_deterministic_per_seed_and_differ_across_seeds():
     assert len(set(_questions(first, "test")) & set(_questions(other, "test"))) < 50
 
 
-@pytest.mark.parametrize("options", [{"operation": "add", "digits": 1}, {"operation": "multiply", "digits": 2},
+@pytest.mark.parametrize("options", [{"operation": "add", "digits": 1, "second_digits": None},
+                                     {"operation": "multiply", "digits": 2},
                                      {"operation": "subtract", "digits": 2, "second_digits": 1}])
 def test_splits_never_share_a_question_even_with_the_operands_swapped(options):
     task = get_task("arithmetic", sizes={"train": 10_000}, **options)
@@ -37,7 +38,7 @@ def test_splits_never_share_a_question_even_with_the_operands_swapped(options):
 
 def test_one_digit_space_is_split_whole_and_small():
     """One digit: operands 2..9, 36 unordered additions; all of them are in some split, none twice."""
-    task = get_task("arithmetic", operation="add", digits=1, sizes={"train": 10_000})
+    task = get_task("arithmetic", operation="add", digits=1, second_digits=None, sizes={"train": 10_000})
     rows = [ex for split in SPLITS for ex in task.examples(split)]
     assert len(rows) == 64 and len({(ex.metadata["a"], ex.metadata["b"]) for ex in rows}) == 64
 
