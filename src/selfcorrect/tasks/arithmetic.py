@@ -1,8 +1,8 @@
 """Arithmetic: short questions ("What is 7 + 23?") generated from a seed, answered on a strict final line.
 
 Why this task: a small model sits near the floor on NQ-open and GSM8K, so a review has few wrong answers it could
-fix; on short arithmetic it sits in a useful range (docs/real-model.md, "a task with headroom"), and the
-difficulty knob (`operation`, `digits`, `second_digits`) moves it there for any model.
+fix; the difficulty knob (`operation`, `digits`, `second_digits`) lets any model be put where it gets some
+questions right and some wrong (docs/real-model.md, "a task with headroom", says where SmolLM2 sits).
 
 Strict scoring. The reply must END with a line that states the answer, "Answer: <integer>" as asked or "The answer
 is <integer>." (the form a small model writes unasked), and that number is the answer; a right number anywhere else
@@ -78,8 +78,8 @@ class ArithmeticTask(Task):
     """`operation` (add, subtract, multiply) of a `digits`-digit and a `second_digits`-digit operand (None: the
     same); subtraction keeps the first operand the larger, so every gold is a non-negative integer.
 
-    The default, one digit + two digits, is the easiest setting with 100+ validation questions; provisional until
-    docs/real-model.md records the validation accuracies the default is to be chosen by."""
+    The default, one digit + two digits, is the easiest setting with 100+ validation questions (one-digit settings
+    have 64 questions in all); docs/real-model.md has SmolLM2's accuracy on it."""
 
     name = "arithmetic"
     description = ("short arithmetic questions from a seed (operation, digits); gold = the exact integer; "
