@@ -78,6 +78,7 @@ _REGISTRY: dict[str, str] = {
     "gsm8k": "selfcorrect.tasks.gsm8k:GSM8KTask",
     "bbq": "selfcorrect.tasks.bbq:BBQTask",
     "advbench": "selfcorrect.tasks.advbench:AdvBenchTask",
+    "arithmetic": "selfcorrect.tasks.arithmetic:ArithmeticTask",
     "jsonl": "selfcorrect.tasks.generic:GenericTask",
 }
 
