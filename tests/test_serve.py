@@ -167,7 +167,7 @@ def test_errors_are_openai_shaped_so_the_client_raises_typed_errors(client):
              (lambda: client.chat.completions.create(model="tiny", messages=[]), openai.BadRequestError,
               "'messages' must be a non-empty list"),
              (lambda: client.chat.completions.create(model="tiny", messages=CHAT, temperature=-1),
-              openai.BadRequestError, "temperature must be >= 0"),
+              openai.BadRequestError, "temperature must be 0 (greedy) or in [0.01, 2]"),
              (lambda: client.embeddings.create(model="tiny", input="x"), openai.NotFoundError,
               "no route POST /v1/embeddings")]
     for call, error, message in cases:
@@ -254,4 +254,5 @@ def test_top_logprobs_on_a_backend_without_a_model_is_a_400():
 
 def test_serve_reports_a_missing_model_in_one_line(capsys):
     assert main(["serve", "--model", "/no/such/model", "--port", "0"]) == 2
-    assert capsys.readouterr().err == "error: model folder not found: /no/such/model\n"
+    err = capsys.readouterr().err
+    assert err.startswith("error: model folder /no/such/model does not exist") and err.count("\n") == 1
