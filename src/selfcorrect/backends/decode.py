@@ -170,19 +170,14 @@ def decode(model: Any, rows: list[Row], eos_ids: list[int], pad_id: int, stop_ch
     width = int(lengths.max())
     limits = torch.tensor([r.limit for r in rows], device=device)
     steps = int(limits.max())
-    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((batch, width + steps), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, width - len(row.prompt_ids):] = torch.tensor(row.prompt_ids)
-        mask[i, width - len(row.prompt_ids):] = 1  # open for every new token from the start
-    input_ids, mask = input_ids.to(device), mask.to(device)
+    input_ids, mask = left_padded([r.prompt_ids for r in rows], pad_id, device, open_columns=steps)
     temperature = torch.tensor([r.params.temperature for r in rows], device=device)
     top_p = torch.tensor([r.params.top_p for r in rows], device=device)
     noise = torch.from_numpy(uniforms(rows, steps)).to(device)
     eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
 
     cache = preallocated_cache(model, width + steps)
-    logits, hidden = _prefill(model, rows, input_ids, mask[:, :width], cache)
+    logits, hidden = _prefill(model, rows, input_ids, mask, cache)
 
     tokens = torch.full((batch, steps), pad_id, dtype=torch.long, device=device)
     logprobs = torch.zeros((batch, steps), device=device)
@@ -219,19 +214,41 @@ def decode(model: Any, rows: list[Row], eos_ids: list[int], pad_id: int, stop_ch
     return Decoded(tokens.cpu(), logprobs.cpu(), entropies.cpu(), produced.tolist(), hidden)
 
 
+def left_padded(prompts: list[list[int]], pad_id: int, device: Any, open_columns: int = 0) -> tuple[Any, Any]:
+    """Prompts left-padded to the longest, and their attention mask, already open for `open_columns` tokens to come
+    (columns after the prompts, set to 1 for every row: a finished row's later columns are never read)."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width + open_columns), dtype=torch.long)
+    for i, prompt in enumerate(prompts):
+        input_ids[i, width - len(prompt):] = torch.tensor(prompt)
+        mask[i, width - len(prompt):] = 1
+    return input_ids.to(device), mask.to(device)
+
+
+def run_prompts(model: Any, input_ids: Any, mask: Any, cache: Any, output_hidden_states: bool = False) -> Any:
+    """One forward pass over left-padded prompts into `cache`: positions from the mask (padding never shifts a real
+    token), logits at the last position only where the model can skip the rest."""
+    import inspect
+
+    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+    width = input_ids.shape[1]
+    return model(input_ids=input_ids, attention_mask=mask[:, :width],
+                 position_ids=(mask[:, :width].cumsum(-1) - 1).clamp(min=0), past_key_values=cache, use_cache=True,
+                 output_hidden_states=output_hidden_states, **keep_last)
+
+
 def _prefill(model: Any, rows: list[Row], input_ids: Any, mask: Any, cache: Any) -> tuple[Any, Any]:
     """Run the prompts once: the last position's logits, and the requested layers' states averaged over each span.
 
     Hidden states are kept only for the layers some row asked for, and only as their per-row span means.
     """
-    import inspect
-
     import torch
 
     layers = sorted({layer for r in rows for layer in r.request.hidden_layers})
-    extra = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                past_key_values=cache, use_cache=True, output_hidden_states=bool(layers), **extra)
+    out = run_prompts(model, input_ids, mask, cache, output_hidden_states=bool(layers))
     hidden = None
     if layers:
         states = out.hidden_states

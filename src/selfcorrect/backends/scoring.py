@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from selfcorrect.backends.decode import preallocated_cache
+from selfcorrect.backends.decode import left_padded, preallocated_cache, run_prompts
 
 
 def continuation_nlls(model: Any, prompts: Sequence[list[int]], continuations: Sequence[Sequence[list[int]]],
@@ -23,7 +23,6 @@ def continuation_nlls(model: Any, prompts: Sequence[list[int]], continuations: S
     never shifts a real token (GPT-2's learned positions need that) and the causal mask keeps padding from
     influencing any score. The caller bounds the chunk's memory.
     """
-    import inspect
 
     import torch
 
@@ -33,12 +32,7 @@ def continuation_nlls(model: Any, prompts: Sequence[list[int]], continuations: S
     lengths = torch.tensor([len(p) for p in prompts], device=device)
     width = int(lengths.max())
     cont_width = max(len(c) for options in continuations for c in options)
-    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, prompt in enumerate(prompts):
-        ids[i, width - len(prompt):] = torch.tensor(prompt)
-        mask[i, width - len(prompt):] = 1
-    ids, mask = ids.to(device), mask.to(device)
+    ids, mask = left_padded(list(prompts), pad_id, device)
     owner = torch.tensor([i for i, options in enumerate(continuations) for _ in options], device=device)
     flat = [c for options in continuations for c in options]
     cont_ids = torch.full((len(flat), cont_width), pad_id, dtype=torch.long)
@@ -48,14 +42,12 @@ def continuation_nlls(model: Any, prompts: Sequence[list[int]], continuations: S
         cont_mask[row, :len(cont)] = 1
     cont_ids, cont_mask = cont_ids.to(device), cont_mask.to(device)
 
-    keep_last = {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             cache = preallocated_cache(model, width + cont_width)
-            first = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                          past_key_values=cache, use_cache=True, **keep_last).logits[:, -1, :]
+            first = run_prompts(model, ids, mask, cache).logits[:, -1, :]
             cache.batch_select_indices(owner)  # each continuation starts from its prompt's cache
             rest = None
             if cont_width > 1:  # continuation tokens 1.. are predicted at the positions of tokens ..-2
