@@ -156,6 +156,20 @@ def read_saved_config(out: str | Path) -> dict[str, Any]:
     return read_yaml(config_file)
 
 
+def read_trajectories(path: str | Path) -> list[Trajectory]:
+    """The trajectories of a JSONL file, in file order; a line that is not one is one error naming file and line."""
+    trajectories = []
+    with Path(path).open() as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                trajectories.append(Trajectory.from_json(line))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise SelfCorrectError(f"{path} line {number}: not a trajectory ({exc})") from None
+    return trajectories
+
+
 class RunFolder:
     """One run's folder. Create with `RunFolder.open(out, config, resume=...)`."""
 
@@ -203,18 +217,7 @@ class RunFolder:
     def read_samples(self) -> list[Trajectory]:
         """Every complete trajectory written so far, in file order."""
         self._repair_tail()
-        if not self.samples_path.exists():
-            return []
-        trajectories = []
-        with self.samples_path.open() as handle:
-            for number, line in enumerate(handle, 1):
-                if not line.strip():
-                    continue
-                try:
-                    trajectories.append(Trajectory.from_json(line))
-                except (ValueError, KeyError, TypeError) as exc:
-                    raise SelfCorrectError(f"{self.samples_path} line {number}: not a trajectory ({exc})") from None
-        return trajectories
+        return read_trajectories(self.samples_path) if self.samples_path.exists() else []
 
     def done_ids(self) -> set[str]:
         return {t.id for t in self.read_samples()}

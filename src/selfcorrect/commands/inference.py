@@ -68,12 +68,22 @@ def probe_command(
 
 
 def report_command(
-    run_dir: Annotated[Path, typer.Argument(help="Run folder (summary.json; probe.json if probed).")],
+    runs: Annotated[list[Path], typer.Argument(help="Finished run folders of eval, stasc or insec.")],
+    out: Annotated[Path | None, typer.Option(help="With several runs: the comparison page to write (.html).")] = None,
 ) -> None:
-    """PNG figures and one self-contained HTML page, from the saved results alone."""
-    from selfcorrect.report import build_report
+    """One run: its figures and page (RUN/report/). Several: one page, method against method, with --out."""
+    from selfcorrect.errors import SelfCorrectError
 
-    typer.echo(f"report: {build_report(run_dir)}")
+    if len(runs) == 1 and out is None:
+        from selfcorrect.report import build_report
+
+        typer.echo(f"report: {build_report(runs[0])}")
+        return
+    if out is None:
+        raise SelfCorrectError("report: several runs need --out PAGE.html for the comparison page")
+    from selfcorrect.comparison import build_comparison
+
+    typer.echo(f"report: {build_comparison(runs, out)}")
 
 
 def register(app: typer.Typer) -> None:
