@@ -91,8 +91,7 @@ def eval_part(work: Path) -> list[str]:
     seconds = run_and_kill(["eval", *EVAL_FLAGS, "--out", str(a)], lambda: lines(a / "samples.jsonl") >= EVAL_CHUNK)
     kept, summary = lines(a / "samples.jsonl"), (a / "summary.json").exists()
     print(f"  kept {kept} of {EVAL_LIMIT} trajectories, summary.json: {summary}")
-    # --no-cache again: it is a way of running, not part of the run's saved config.yaml
-    seconds += run(["eval", "--out", str(a), "--resume", "--no-cache", "--quiet"])
+    seconds += run(["eval", "--out", str(a), "--resume", "--quiet"])  # config.yaml holds the rest, cache: false too
     print(f"  killed + resumed: {seconds:.0f} s")
     print(f"eval: {b} uninterrupted: {run(['eval', *EVAL_FLAGS, '--out', str(b)]):.0f} s")
     found = differences(trajectories(a), trajectories(b), a, b)
