@@ -124,11 +124,13 @@ def test_one_iteration_end_to_end_and_resume_after_a_kill_in_fine_tuning(tiny_sa
     finetune_module = importlib.import_module("selfcorrect.training.finetune")  # the package re-exports the name
     from selfcorrect.methods.stasc import run_stasc
 
-    full = run_stasc(_tiny_config(tiny_sandbox), tmp_path / "full", quiet=True)
+    config = _tiny_config(tiny_sandbox)
+    config = config.model_copy(update={"finetune": config.finetune.model_copy(update={"max_steps": 3})})
+    full = run_stasc(config, tmp_path / "full", quiet=True)
     assert [row["iteration"] for row in full["iterations"]] == [0, 1]
     row = full["iterations"][1]
     kept = row["selection"]["kept"]
-    assert row["training"]["steps"] >= 2 and row["selection"]["n_kept"] == sum(kept.values()) > 0
+    assert row["training"]["steps"] == 3 and row["selection"]["n_kept"] == sum(kept.values()) > 0
     assert kept["C->I"] == kept["I->I"] == 0
     assert sum(row["selection"]["sampled"].values()) == 40 * 2 * 2  # N_init x N_corr pairs per question
     assert (tmp_path / "full" / "iter-1" / "model" / "model.safetensors").is_file()
@@ -146,13 +148,13 @@ def test_one_iteration_end_to_end_and_resume_after_a_kill_in_fine_tuning(tiny_sa
 
     monkeypatch.setattr(finetune_module, "build_trainer", build_and_arm)
     with pytest.raises(_Killed):
-        run_stasc(_tiny_config(tiny_sandbox), tmp_path / "killed", quiet=True)
+        run_stasc(config, tmp_path / "killed", quiet=True)
     iteration = tmp_path / "killed" / "iter-1"
     assert (iteration / "generation.jsonl").is_file() and (iteration / ".model.partial.partial").is_dir()
     assert not (iteration / "model").exists()
     monkeypatch.setattr(finetune_module, "build_trainer", real_build)
     generation_before = (iteration / "generation.jsonl").read_bytes()
-    resumed = run_stasc(_tiny_config(tiny_sandbox), tmp_path / "killed", resume=True, quiet=True)
+    resumed = run_stasc(config, tmp_path / "killed", resume=True, quiet=True)
     assert (iteration / "generation.jsonl").read_bytes() == generation_before
     reference = tmp_path / "full" / "iter-1"
     assert sorted(p.name for p in iteration.iterdir()) == sorted(p.name for p in reference.iterdir())  # no leftovers
