@@ -151,8 +151,8 @@ def cases() -> list[tuple[str, callable]]:
             table.append((f"{command}: {kind}", lambda s, out, argv=argv, name=name, names=names:
                           Case(name, argv(s, out, s.file(name)), names, out)))
         table.append((f"{command}: prompt longer than the context", lambda s, out, argv=argv: Case(
-            "long", argv(s, out, s.file("long.jsonl")), ("long.jsonl, line", "the prompt has", "context is 256"),
-            out)))
+            "long", argv(s, out, s.file("long.jsonl")),
+            ("long.jsonl, line", "field 'question'", "the prompt has", "context is 256"), out)))
         table.append((f"{command}: output exists", lambda s, out, argv=argv: Case(
             "exists", argv(s, out, None), ("already exists",), out, existing=True)))
     for command, argv in CONFIG_COMMANDS.items():

@@ -345,7 +345,8 @@ def hf_run(hf, tiny_dir, tmp_path_factory):
 @pytest.mark.slow
 def test_eval_through_the_server_equals_the_hf_backend_greedy(served, hf_run, tmp_path):
     hf_out, hf_summary = hf_run
-    config = EvalConfig(backend="openai", model="tiny", backend_options={"base_url": served.url, **FAST}, **TASK)
+    config = EvalConfig(backend="openai", model="tiny", backend_options={"base_url": served.url, **FAST}, cache=False,
+                        **TASK)
     summary = run_eval(config, tmp_path / "run", quiet=True)
     _assert_same_run(tmp_path / "run", hf_out)
     assert summary["metrics"] == hf_summary["metrics"]

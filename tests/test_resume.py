@@ -40,9 +40,15 @@ def test_an_interrupted_eval_resumes_from_its_folder_alone(tiny_llama, tmp_path,
     (out / "samples.jsonl").write_bytes(complete.split(b"\n", 1)[0] + b"\n")
     (out / "summary.json").unlink()
 
-    assert main(["eval", "--out", str(out), "--resume", "--quiet", "--no-cache"]) == 0, capsys.readouterr().err
+    assert main(["eval", "--out", str(out), "--resume", "--quiet"]) == 0, capsys.readouterr().err
     assert (out / "samples.jsonl").read_bytes() == complete
-    assert json.loads((out / "summary.json").read_text())["metrics"]["n_examples"] == 3
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["metrics"]["n_examples"] == 3
+    assert "cache" not in summary  # continued as it began, without the generation cache (it would report its hits)
+
+    assert main(["eval", "--out", str(out), "--resume", "--set", "cache=true", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cache = True contradicts its saved value False" in err
 
     capsys.readouterr()
     assert main(["eval", "--out", str(out), "--resume", "--limit", "4", "--quiet"]) == 2
@@ -119,6 +125,18 @@ def test_every_command_resumes_with_its_saved_config_and_refuses_a_contradiction
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "cannot resume" in err and message in err
     assert len(seen) == 1  # refused before running
+
+
+def test_no_cache_beside_resume_contradicts_a_run_made_with_the_cache(tmp_path, capsys):
+    from selfcorrect.methods.session import EvalConfig
+
+    out = tmp_path / "run"
+    out.mkdir()
+    write_yaml(out / "config.yaml", EvalConfig(task="gsm8k", limit=3).model_dump())
+    assert main(["eval", "--out", str(out), "--resume", "--no-cache", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cache = False contradicts its saved value True" in err
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]
 
 
 def test_resume_without_a_saved_config_is_one_error(tmp_path, capsys):

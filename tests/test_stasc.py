@@ -107,36 +107,59 @@ def _tiny_config(model_dir, **kw) -> STaSCConfig:
                        replay_share=0.5, finetune=FinetuneConfig(learning_rate=5e-4, batch_size=16), **kw)
 
 
+class _Killed(BaseException):
+    """Stands in for SIGKILL: not an Exception, so nothing on the way up handles it."""
+
+
+def _weights(model_dir) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(model_dir.glob("*.safetensors"))}
+
+
 @pytest.mark.slow
 def test_one_iteration_end_to_end_and_resume_after_a_kill_in_fine_tuning(tiny_sandbox, tmp_path, monkeypatch):
     import importlib
 
+    from transformers import TrainerCallback
+
     finetune_module = importlib.import_module("selfcorrect.training.finetune")  # the package re-exports the name
     from selfcorrect.methods.stasc import run_stasc
 
-    full = run_stasc(_tiny_config(tiny_sandbox), tmp_path / "full", quiet=True)
+    config = _tiny_config(tiny_sandbox)
+    config = config.model_copy(update={"finetune": config.finetune.model_copy(update={"max_steps": 3})})
+    full = run_stasc(config, tmp_path / "full", quiet=True)
     assert [row["iteration"] for row in full["iterations"]] == [0, 1]
     row = full["iterations"][1]
     kept = row["selection"]["kept"]
-    assert row["training"]["steps"] >= 1 and row["selection"]["n_kept"] == sum(kept.values()) > 0
+    assert row["training"]["steps"] == 3 and row["selection"]["n_kept"] == sum(kept.values()) > 0
     assert kept["C->I"] == kept["I->I"] == 0
     assert sum(row["selection"]["sampled"].values()) == 40 * 2 * 2  # N_init x N_corr pairs per question
     assert (tmp_path / "full" / "iter-1" / "model" / "model.safetensors").is_file()
 
-    real = finetune_module.finetune
+    class KillAfterFirstStep(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            raise _Killed  # mid-way: one optimiser step taken, the optimiser and RNGs have moved on
 
-    def killed(*args, **kwargs):
-        raise KeyboardInterrupt
+    real_build = finetune_module.build_trainer
 
-    monkeypatch.setattr(finetune_module, "finetune", killed)
-    with pytest.raises(KeyboardInterrupt):
-        run_stasc(_tiny_config(tiny_sandbox), tmp_path / "killed", quiet=True)
-    assert (tmp_path / "killed" / "iter-1" / "generation.jsonl").is_file()
-    assert not (tmp_path / "killed" / "iter-1" / "model").exists()
-    monkeypatch.setattr(finetune_module, "finetune", real)
-    generation_before = (tmp_path / "killed" / "iter-1" / "generation.jsonl").read_bytes()
-    resumed = run_stasc(_tiny_config(tiny_sandbox), tmp_path / "killed", resume=True, quiet=True)
-    assert (tmp_path / "killed" / "iter-1" / "generation.jsonl").read_bytes() == generation_before
+    def build_and_arm(*args, **kwargs):
+        trainer = real_build(*args, **kwargs)
+        trainer.add_callback(KillAfterFirstStep())
+        return trainer
+
+    monkeypatch.setattr(finetune_module, "build_trainer", build_and_arm)
+    with pytest.raises(_Killed):
+        run_stasc(config, tmp_path / "killed", quiet=True)
+    iteration = tmp_path / "killed" / "iter-1"
+    assert (iteration / "generation.jsonl").is_file() and (iteration / ".model.partial.partial").is_dir()
+    assert not (iteration / "model").exists()
+    monkeypatch.setattr(finetune_module, "build_trainer", real_build)
+    generation_before = (iteration / "generation.jsonl").read_bytes()
+    resumed = run_stasc(config, tmp_path / "killed", resume=True, quiet=True)
+    assert (iteration / "generation.jsonl").read_bytes() == generation_before
+    reference = tmp_path / "full" / "iter-1"
+    assert sorted(p.name for p in iteration.iterdir()) == sorted(p.name for p in reference.iterdir())  # no leftovers
+    assert _weights(iteration / "model") == _weights(reference / "model")
+    assert resumed["iterations"][1]["training"]["loss_curve"] == row["training"]["loss_curve"]
     assert [r["eval"] for r in resumed["iterations"]] == [r["eval"] for r in full["iterations"]]
 
 

@@ -28,7 +28,8 @@ def run_demo(out: Path, seed: int = 0, quiet: bool = False) -> dict[str, Any]:
                f"{sum(timings.values()):.0f} s; final loss {report['loss_curve'][-1]['loss']:.4f})")
 
     run_dir = out / datetime.now().strftime("%Y%m%d-%H%M%S") / "eval"
-    config = EvalConfig(task="sandbox-chain", model=str(model_dir), rounds=1, temperature=1.0, seed=seed)
+    config = EvalConfig(task="sandbox-chain", model=str(model_dir), rounds=1, temperature=1.0, seed=seed,
+                        cache=False)
     summary = run_eval(config, run_dir, quiet=quiet)
     metrics = summary["metrics"]
     typer.echo("\nSandbox test split, one correction round, temperature 1, exact-trace reward:")
@@ -60,7 +61,7 @@ def run_demo_real(out: Path, seed: int, quiet: bool, questions: int = 30) -> dic
     from selfcorrect.models import SMOLLM2
 
     config = EvalConfig(task="nq-open", model=SMOLLM2, rounds=1, limit=questions, temperature=0.0,
-                        max_new_tokens=32, seed=seed)
+                        max_new_tokens=32, seed=seed, cache=False)
     summary = run_eval(config, out, quiet=quiet)
     metrics = summary["metrics"]
     typer.echo(f"\n{SMOLLM2} ({summary['backend']['dtype']}), first {questions} NQ-open questions, greedy, one review "

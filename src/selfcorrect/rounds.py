@@ -51,7 +51,7 @@ HiddenSink = Callable[[Trajectory, int, dict[int, list[float]]], None]
 
 def _request_id(task: Task, trajectory: Trajectory) -> str:
     """The trajectory id, plus the record it came from when the task knows it: a backend's error about one request
-    (a prompt longer than the model's context) then names the file and line to fix."""
+    (a prompt longer than the model's context) then names the file, line and field to fix."""
     where = task.locate(trajectory.example)
     return f"{trajectory.id} ({where})" if where else trajectory.id
 

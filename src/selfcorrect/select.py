@@ -105,7 +105,7 @@ def run_select(config: SelectConfig, out: str | Path, backend: Any = None, quiet
     from selfcorrect.prompts import get_prompt, load_prompts
     from selfcorrect.rounds import add_instruction, generate, start
     from selfcorrect.runs import atomic_write_text, write_json
-    from selfcorrect.tasks.loaders import location, read_jsonl, require_text
+    from selfcorrect.tasks.loaders import prompt_location, read_jsonl, require_text
 
     out = Path(out)
     if out.exists():
@@ -113,9 +113,10 @@ def run_select(config: SelectConfig, out: str | Path, backend: Any = None, quiet
     prompts = load_prompts(config.prompts_file)
     prompt = get_prompt(prompts, config.prompt)
     records = read_jsonl(config.corpus)[:config.limit]
-    locations = [location(config.corpus, record, index) for index, record in enumerate(records)]
+    keys = sorted(prompt.variables() - {"record"})
+    locations = [prompt_location(config.corpus, record, index, keys) for index, record in enumerate(records)]
     for record, where in zip(records, locations, strict=True):
-        for name in sorted(prompt.variables() - {"record"}):
+        for name in keys:
             if name not in record:
                 raise SelfCorrectError(f"{where}: missing field {name!r} (prompt {prompt.name!r} reads it)")
             require_text(record[name], name, where)

@@ -38,7 +38,8 @@ def eval_command(
                                                          "tokens (default 1: the last token).")] = None,
     base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 "
                                                       "(with --backend openai).")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the generation cache.")] = False,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the generation cache "
+                                                                "(saved with the run).")] = False,
     resume: Resume = False,
     config: ConfigFile = None,
     overrides: Overrides = None,
@@ -51,10 +52,10 @@ def eval_command(
              "split": split, "temperature": temperature, "seed": seed, "samples": samples, "nli_model": nli_model,
              "stop": stop, "question_prompt": question_prompt, "review_prompt": review_prompt,
              "check_prompt": check_prompt, "prompts_file": prompts_file, "critic_noise": critic_noise,
-             "hidden_layer": hidden_layer, "hidden_span": hidden_span,
+             "hidden_layer": hidden_layer, "hidden_span": hidden_span, "cache": False if no_cache else None,
              "backend_options": {"base_url": base_url} if base_url else None}
     cfg = config_from_cli(EvalConfig, config, overrides, flags, resume_from=out if resume else None)
-    summary = run_eval(cfg, out, resume=resume, quiet=quiet, cache=not no_cache)
+    summary = run_eval(cfg, out, resume=resume, quiet=quiet)
     _print_summary(summary, out)
 
 

@@ -91,16 +91,16 @@ def check_hidden(config: EvalConfig, backend: Backend) -> None:
 
 @removes_fresh_output_on_error
 def run_eval(config: EvalConfig, out: str | Path, resume: bool = False, quiet: bool = False,
-             backend: Backend | None = None, cache: bool | str | Path = False) -> dict[str, Any]:
-    """Run (or resume) an eval into `out`. `cache` is deliberately not part of EvalConfig: turning the generation
-    cache off for a resume must not count as a different config."""
+             backend: Backend | None = None) -> dict[str, Any]:
+    """Run (or resume) an eval into `out`; a `backend` given here is used as it is (`config.cache` applies to the
+    one built here)."""
     task = get_task(config.task, **config.task_options)
     examples = task.examples(config.split, config.limit)
     config = resolve(config)
     run = RunFolder.open(out, config.model_dump(), resume=resume)
     owned = backend is None  # a backend built here is closed here (a vLLM engine holds the GPU until then)
     try:
-        backend = backend or build_backend(config.backend, config.model, config.backend_options, cache=cache)
+        backend = backend or build_backend(config.backend, config.model, config.backend_options, cache=config.cache)
         check_hidden(config, backend)
         option_scoring, option_note = plan_option_scoring(config, backend, examples)
         grouping = answer_grouping(config)  # loads the NLI model now: a bad one fails before any generation

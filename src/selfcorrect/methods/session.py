@@ -35,6 +35,9 @@ class EvalConfig(StrictModel):
     backend: str = "hf"
     model: str | None = "sandbox"
     backend_options: dict[str, Any] = {}
+    #: Answer requests already made from the shared generation cache (backends/cache.py); saved with the run, so
+    #: `--resume` continues with or without it as the run began.
+    cache: bool = True
     split: str = "test"
     limit: int | None = None
     method: Method = "intrinsic"

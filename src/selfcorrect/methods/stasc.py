@@ -240,7 +240,8 @@ def evaluate(model_dir: Path, run: Path, prefix: str, config: STaSCConfig, quiet
                                          model=str(model_dir), backend_options=config.backend_options, split=split,
                                          limit=config.eval_limit, rounds=1, temperature=temperature,
                                          seed=config.seed, question_prompt=config.question_prompt,
-                                         review_prompt=config.review_prompt, prompts_file=config.prompts_file)
+                                         review_prompt=config.review_prompt, prompts_file=config.prompts_file,
+                                         cache=False)
                 metrics = run_eval(eval_config, out, resume=out.exists(), quiet=quiet)["metrics"]
             results[f"{split}@T{temperature:g}"] = metrics
     return results

@@ -51,8 +51,9 @@ class Task(ABC):
         return {"name": self.name}
 
     def locate(self, example: Example) -> str | None:
-        """Where the example was read from ("data.jsonl, line 12"), so an error about it can name the record;
-        None for generated examples."""
+        """Where the example was read from ("data.jsonl, line 12, field 'question'": the record, and its field
+        that feeds the most text into the prompt), so an error about it can name what to fix; None for generated
+        examples."""
         return None
 
     @classmethod

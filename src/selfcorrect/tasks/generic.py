@@ -24,7 +24,8 @@ from selfcorrect.tasks.loaders import (
     check_splits,
     examples_from_records,
     load_hub,
-    location,
+    prompt_keys,
+    prompt_location,
     read_records,
 )
 from selfcorrect.trajectory import Example, Verdict
@@ -113,9 +114,10 @@ class FileTask(Task):
         return self._locations.get(example.id)
 
     def _examples_from(self, records: list[Record], source: str, id_prefix: str) -> list[Example]:
-        examples = examples_from_records(records, self._field_map(records), source, id_prefix=id_prefix,
-                                         convert=self.convert)
-        self._locations.update((example.id, location(source, record, index))
+        field_map = self._field_map(records)
+        examples = examples_from_records(records, field_map, source, id_prefix=id_prefix, convert=self.convert)
+        keys = prompt_keys(field_map)
+        self._locations.update((example.id, prompt_location(source, record, index, keys))
                                for index, (record, example) in enumerate(zip(records, examples, strict=True)))
         return examples
 

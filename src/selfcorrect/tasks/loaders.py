@@ -191,6 +191,20 @@ def examples_from_records(records: Sequence[Mapping[str, Any]], field_map: Field
     return examples
 
 
+def prompt_location(source: str, record: Mapping[str, Any], index: int, keys: Sequence[str]) -> str:
+    """The record's location plus, of the `keys` that feed its prompt, the one holding the most text
+    ("data.jsonl, line 12, field 'question'"): what to shorten when the prompt is longer than the model's context."""
+    where = location(source, record, index)
+    longest = max(keys, key=lambda key: len(str(record.get(key, ""))), default=None)
+    return f"{where}, field {longest!r}" if longest is not None else where
+
+
+def prompt_keys(field_map: FieldMap) -> list[str]:
+    """The record keys that feed the prompt through `field_map`."""
+    return [key for slot, keys in field_map.items() if _is_prompt_field(slot)
+            for key in ([keys] if isinstance(keys, str) else keys)]
+
+
 def _is_prompt_field(slot: str) -> bool:
     """Slots other than id, gold and metadata feed the prompt."""
     return slot not in ("id", "gold") and not slot.startswith("metadata.")
