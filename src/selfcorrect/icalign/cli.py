@@ -2,10 +2,10 @@
 
 The options come from the one table of `selfcorrect.commands.options`: `--preset` (paper or cpu), `--seed`/`--seeds`,
 `--out`, `--resume`, `--quiet`, `--config FILE.yaml` and repeatable `--set key=value` overrides of the preset's config
-(dotted keys, e.g. `--set train.steps=500`; the preset < the file < --set). Without `--out`, the folders are
-runs/icalign-<preset>/train-s<seed> (train, eval) and runs/icalign-<preset>/sweep (sweep, plot), so `eval` and
-`plot` find what `train` and `sweep` wrote. torch is imported inside the commands only, so that `selfcorrect --help`
-stays fast.
+(dotted keys, e.g. `--set train.steps=500`; preset < --config < --seed/--seeds < --set). Without `--out`, the
+folders are runs/icalign-<preset>/train-s<seed> (train, eval) and runs/icalign-<preset>/sweep (sweep, plot), so
+`eval` and `plot` find what `train` and `sweep` wrote. torch is imported inside the commands only, so that
+`selfcorrect --help` stays fast.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ app = typer.Typer(help="In-context alignment lab (arXiv 2405.18634): small trans
 DEFAULT_PRESET = "cpu"
 
 
-def _given(config: Path | None, overrides: list[str] | None) -> dict[str, Any]:
-    """What --config and --set change in the preset's config (--set wins)."""
+def _given(config: Path | None, flags: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """What the command line changes in the preset's config: --config < flags < --set, as for every command."""
     from selfcorrect.config import merge, parse_overrides, read_yaml
 
-    return merge(read_yaml(config) if config else {}, parse_overrides(overrides))
+    return merge(read_yaml(config) if config else {}, merge(flags, parse_overrides(overrides)))
 
 
 def _train_dir(preset: str, seed: int) -> Path:
@@ -53,16 +53,15 @@ def train(preset: Preset = None, seed: Seed = None, out: Out = None, resume: Res
           config: ConfigFile = None, overrides: Overrides = None) -> None:
     """Train one model (the preset's base model unless --set model.* says otherwise); the seed draws the weights and
     the training batches."""
-    from selfcorrect.config import merge
     from selfcorrect.icalign.presets import RunConfig, run_config
     from selfcorrect.icalign.train import FINAL
     from selfcorrect.icalign.train import train as run_train
 
-    given = _given(config, overrides)
+    given = _given(config, {"train": {"seed": seed}} if seed is not None else {}, overrides)
     if resume and out is not None:
-        run = _resumed(RunConfig, out, preset, merge({"train": {"seed": seed}} if seed is not None else {}, given))
+        run = _resumed(RunConfig, out, preset, given)
     else:
-        run = run_config(preset or DEFAULT_PRESET, seed or 0, given)
+        run = run_config(preset or DEFAULT_PRESET, None, given)
         out = out or _train_dir(run.preset, run.train.seed)
     summary = run_train(run, out, resume=resume, quiet=quiet)
     typer.echo(f"final loss {summary['final_loss']:.4f} after {summary['steps']} steps "
@@ -78,7 +77,7 @@ def eval_(preset: Preset = None, seed: Seed = None, out: Out = None, resume: Res
     from selfcorrect.config import read_yaml
     from selfcorrect.icalign.evaluate import EVAL_FILE, evaluate_run, format_curves, read_eval
 
-    given = _given(config, overrides)
+    given = _given(config, {}, overrides)
     if set(given) - {"eval"}:
         raise SelfCorrectError("eval takes only eval.* overrides; the model and training settings are those in the "
                                "run's config.yaml")
@@ -103,17 +102,16 @@ def sweep(preset: Preset = None, seeds: Seeds = None, out: Out = None, resume: R
           config: ConfigFile = None, overrides: Overrides = None) -> None:
     """Train and evaluate every variant × seed (depth, heads, attention, MLP; noise at test time), then plot."""
     from selfcorrect.commands.common import parse_ints
-    from selfcorrect.config import merge
     from selfcorrect.icalign.plot import FIGURE_FILE, plot_results
     from selfcorrect.icalign.presets import SweepConfig, sweep_config
     from selfcorrect.icalign.sweep import RESULTS_FILE, run_sweep
 
-    seed_list = parse_ints(seeds, "--seeds") if seeds is not None else None
-    given = _given(config, overrides)
+    flags = {"sweep": {"seeds": parse_ints(seeds, "--seeds")}} if seeds is not None else {}
+    given = _given(config, flags, overrides)
     if resume and out is not None:
-        run = _resumed(SweepConfig, out, preset, merge({"sweep": {"seeds": seed_list}} if seed_list else {}, given))
+        run = _resumed(SweepConfig, out, preset, given)
     else:
-        run = sweep_config(preset or DEFAULT_PRESET, seed_list, given)
+        run = sweep_config(preset or DEFAULT_PRESET, None, given)
         out = out or _sweep_dir(run.preset)
     results = run_sweep(run, out, resume=resume, quiet=quiet)
     figure = plot_results(results, out / FIGURE_FILE)
