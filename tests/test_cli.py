@@ -229,3 +229,15 @@ def test_flags_set_the_config_keys_of_their_names_between_the_file_and_set(tmp_p
     assert (cfg.limit, cfg.rounds, cfg.split, cfg.seed) == (3, 5, "validation", 0)  # flag > file, --set > flag
     assert cfg.backend == "openai" and cfg.backend_options == {"base_url": "http://127.0.0.1:9/v1"}
     assert cfg.question_prompt == "bbq-question"
+
+
+def test_serve_and_every_other_job_has_this_one_command_line():
+    """No second parser that could drift from the table (serve once had an argparse twin with its own flags); the
+    one other argv parser is the per-rank entry point that `accelerate launch` starts, which no person calls."""
+    from pathlib import Path
+
+    import selfcorrect
+
+    src = Path(selfcorrect.__file__).parent
+    parsers = {path.relative_to(src).as_posix() for path in src.rglob("*.py") if "import argparse" in path.read_text()}
+    assert parsers == {"training/launch.py"}
