@@ -20,8 +20,8 @@ from typing import Annotated
 import typer
 
 # Run plumbing, shared by every command that runs something.
-Out = Annotated[Path | None, typer.Option("--out", help="Where the command writes: its run folder (for select, a "
-                                                        "JSONL file); with --resume, the run to continue.")]
+Out = Annotated[Path | None, typer.Option("--out", help="Where the command writes its results: a run folder (for "
+                                                        "select, a JSONL file).")]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config; CLI flags override it.")]
 Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override any config key: --set key=value "
                                                                    "(dotted for nested keys: --set a.b=1).")]
