@@ -146,7 +146,7 @@ def test_cli_train_then_eval_the_final_model(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     saved = (out / "config.yaml").read_text()
     assert "seed: 1" in saved and "n_points: 6" in saved
-    result = runner.invoke(app, ["eval", "--out", str(out), "--quiet", "--set", "eval.noise=[0.5]"])
+    result = runner.invoke(app, ["eval", "--out", str(out), "--set", "eval.noise=[0.5]"])
     assert result.exit_code == 0, result.output
     report = json.loads((out / "eval.json").read_text())
     assert list(report["curves"]) == ["0.5"] and len(report["curves"]["0.5"]["tf"]["mean"]) == 6
@@ -154,6 +154,7 @@ def test_cli_train_then_eval_the_final_model(tmp_path: Path) -> None:
                       SelfCorrectError)
     assert isinstance(runner.invoke(app, ["eval", "--out", str(out), "--preset", "paper"]).exception,
                       SelfCorrectError)
+    assert isinstance(runner.invoke(app, ["eval", "--out", str(out), "--seed", "2"]).exception, SelfCorrectError)
 
 
 def test_cli_eval_refuses_an_unfinished_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -190,5 +191,5 @@ def test_sweep_trains_every_variant_once_resumes_and_plots(tmp_path: Path) -> No
     png.unlink()
     assert runner.invoke(app, [*args, "--resume"]).exit_code == 0
     assert stamps == {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/model.pt")}  # nothing retrained
-    assert runner.invoke(app, ["plot", "--out", str(out), "--quiet"]).exit_code == 0 and png.is_file()
+    assert runner.invoke(app, ["plot", "--out", str(out)]).exit_code == 0 and png.is_file()
     assert isinstance(runner.invoke(app, args).exception, SelfCorrectError)  # without --resume: folder exists

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Seed, config_from_cli
+from selfcorrect.commands.common import config_from_cli
+from selfcorrect.commands.options import ConfigFile, Out, Overrides, Quiet, Seed, Task
 from selfcorrect.errors import SelfCorrectError
 
 app = typer.Typer(help="Train, run and measure self-correction in language models.", no_args_is_help=True,
@@ -42,22 +42,17 @@ def models_command() -> None:
 
 
 @sandbox_app.command("pretrain")
-def sandbox_pretrain(
-    out: Annotated[Path | None, typer.Option(help="Folder for the model (default: the shared sandbox cache).")] = None,
-    task: Annotated[str, typer.Option(help="Sandbox task.")] = "sandbox-chain",
-    seed: Seed = 0,
-    config: ConfigFile = None,
-    overrides: Overrides = None,
-    quiet: Quiet = False,
-) -> None:
-    """Pretrain the sandbox model from scratch on the CPU and report its loss curve."""
+def sandbox_pretrain(ctx: typer.Context, out: Out = None, task: Task = None, seed: Seed = None,
+                     config: ConfigFile = None, overrides: Overrides = None, quiet: Quiet = False) -> None:
+    """Pretrain the sandbox model from scratch on the CPU into --out (default: the shared sandbox cache) and report
+    its loss curve."""
     from selfcorrect.sandbox.cache import ensure_sandbox, pretrain_to
     from selfcorrect.sandbox.pretrain import PretrainConfig, load_report, stuck_warning
     from selfcorrect.tasks.sandbox_chain import SandboxChainTask
 
-    if task != SandboxChainTask.name:
+    if task not in (None, SandboxChainTask.name):
         raise SelfCorrectError(f"sandbox pretrain supports task {SandboxChainTask.name!r}, not {task!r}")
-    cfg = config_from_cli(PretrainConfig, config, overrides, {"seed": seed})
+    cfg = config_from_cli(PretrainConfig, ctx)
     if out is None:
         model_dir = ensure_sandbox(cfg, quiet=quiet)
     else:
@@ -79,15 +74,11 @@ def sandbox_pretrain(
 
 
 @app.command("demo")
-def demo_command(
-    out: Annotated[Path, typer.Option(help="Where the demo's run folders go.")] = Path("runs/demo"),
-    seed: Seed = 0,
-    quiet: Quiet = False,
-) -> None:
+def demo_command(out: Out = Path("runs/demo"), seed: Seed = None, quiet: Quiet = False) -> None:
     """The main job: pretrain (or load) the sandbox model and measure one round of self-correction on it."""
     from selfcorrect.demo import run_demo
 
-    run_demo(out, seed=seed, quiet=quiet)
+    run_demo(out, seed=seed or 0, quiet=quiet)
 
 
 COMMAND_MODULES = ("selfcorrect.commands.eval", "selfcorrect.commands.stasc", "selfcorrect.commands.inference",

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from selfcorrect.config import StrictModel
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.trajectory import Trajectory
 
@@ -262,8 +263,9 @@ def correlations(probe: LinearProbe, rows: Rows, by_round: list[dict[str, Any]])
     return result
 
 
-@dataclass(frozen=True)
-class ProbeConfig:
+class ProbeConfig(StrictModel):
+    """The probe's settings (`selfcorrect probe --config/--set`): a typed config like every other, so a typo fails."""
+
     l2: float = 1e-2
     held_out: float = 0.5
     seed: int = 0
@@ -271,9 +273,10 @@ class ProbeConfig:
 
 
 def probe_run(run_dir: str | Path, train_dir: str | Path | None = None,
-              config: ProbeConfig = ProbeConfig()) -> dict[str, Any]:
+              config: ProbeConfig | None = None) -> dict[str, Any]:
     """Train the concept probe (on `train_dir`'s rounds, or on a seeded half of this run's examples), evaluate it on
     the rest, and write `probe.json` (+ `probe.npz`, the weights) into `run_dir`."""
+    config = config or ProbeConfig()
     from selfcorrect.runs import RunFolder, write_json
 
     layer, hidden = load_hidden(run_dir)

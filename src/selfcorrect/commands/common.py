@@ -3,32 +3,35 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
+from selfcorrect.commands.options import CONFIG_KEYS
 from selfcorrect.errors import SelfCorrectError
 
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
-Seed = Annotated[int, typer.Option(help="The one seed that decides everything.")]
-SeedOverride = Annotated[int | None, typer.Option("--seed", help="The one seed that decides everything.")]
-Resume = Annotated[bool, typer.Option(help="Continue an interrupted run from its last finished step; with only "
-                                           "--out, its saved config.yaml says the rest.")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", help="YAML config; CLI flags override it.")]
-Overrides = Annotated[list[str] | None, typer.Option("--set", help="Override any config key: --set key=value.")]
 
+def config_from_cli(cls: Any, ctx: typer.Context, resume_from: Path | None = None, section: str | None = None) -> Any:
+    """Defaults < YAML file (--config) < explicit CLI flags < --set overrides.
 
-def config_from_cli(cls: Any, config_file: Path | None, overrides: list[str] | None, flags: dict[str, Any],
-                 resume_from: Path | None = None, section: str | None = None) -> Any:
-    """Defaults < YAML file < explicit CLI flags < --set overrides.
-
-    With `resume_from` (a run folder) the run's saved config.yaml (or its `section`, for a sweep that saves more than
-    one config) takes the place of the defaults, and whatever is given must agree with it.
+    A flag sets the config key of its own name (or its `CONFIG_KEYS` entry) when `cls` has that key and the flag was
+    given, so a command lists a flag once, in its signature. With `resume_from` (a run folder) the run's saved
+    config.yaml (or its `section`, for a sweep that saves more than one config) takes the place of the defaults, and
+    whatever is given must agree with it.
     """
     from selfcorrect.config import load_config, merge, parse_overrides, read_yaml, resumed_config
     from selfcorrect.runs import read_saved_config
 
-    given = merge({k: v for k, v in flags.items() if v is not None}, parse_overrides(overrides))
+    params = ctx.params
+    flags: dict[str, Any] = {}
+    for name, value in params.items():
+        path = CONFIG_KEYS.get(name, name).split(".")
+        if value is not None and path[0] in cls.model_fields:
+            for part in reversed(path):
+                value = {part: value}
+            flags = merge(flags, value)
+    given = merge(flags, parse_overrides(params.get("overrides")))
+    config_file = params.get("config")
     if resume_from is None:
         return load_config(cls, config_file, given)
     given = merge(read_yaml(config_file) if config_file else {}, given)

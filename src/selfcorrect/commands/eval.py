@@ -3,58 +3,53 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
-from selfcorrect.commands.common import ConfigFile, Overrides, Quiet, Resume, SeedOverride, config_from_cli
+from selfcorrect.commands.common import config_from_cli
+from selfcorrect.commands.options import (
+    Backend,
+    BaseUrl,
+    Cache,
+    CheckPrompt,
+    ConfigFile,
+    CriticNoise,
+    HiddenLayer,
+    HiddenSpan,
+    Limit,
+    Method,
+    Model,
+    NliModel,
+    Out,
+    Overrides,
+    PromptsFile,
+    QuestionPrompt,
+    Quiet,
+    Resume,
+    ReviewPrompt,
+    Rounds,
+    Samples,
+    Seed,
+    Split,
+    Stop,
+    Task,
+    Temperature,
+)
 
 
-def eval_command(
-    out: Annotated[Path, typer.Option(help="Run folder to create (or continue with --resume).")],
-    task: Annotated[str | None, typer.Option(help="Task name (see `selfcorrect tasks`).")] = None,
-    model: Annotated[str | None, typer.Option(help="Built-in model (`selfcorrect models`), folder or hub id.")] = None,
-    backend: Annotated[str | None, typer.Option(help="Backend: hf, openai, vllm, scripted.")] = None,
-    method: Annotated[str | None, typer.Option(help="intrinsic (default), cac or self-refine-style.")] = None,
-    rounds: Annotated[int | None, typer.Option(help="Review rounds (or check/answer rounds) after the first "
-                                                    "answer.")] = None,
-    limit: Annotated[int | None, typer.Option(help="Only the first N examples of the split.")] = None,
-    split: Annotated[str | None, typer.Option(help="train, validation or test.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="0 = greedy.")] = None,
-    seed: SeedOverride = None,
-    samples: Annotated[int | None, typer.Option(help="Extra samples per answer, for answer entropy.")] = None,
-    nli_model: Annotated[str | None, typer.Option(help="Group free-text samples by meaning with this NLI model "
-                                                        "(folder or hub id) for answer entropy.")] = None,
-    stop: Annotated[str | None, typer.Option(help="Stop rule: fixed, converged or oracle (an upper bound).")] = None,
-    question_prompt: Annotated[str | None, typer.Option(help="Round-1 prompt name, e.g. bbq-question.")] = None,
-    review_prompt: Annotated[str | None, typer.Option(help="Review prompt name (intrinsic).")] = None,
-    check_prompt: Annotated[str | None, typer.Option(help="Check prompt name (cac, self-refine-style).")] = None,
-    prompts_file: Annotated[str | None, typer.Option(help="YAML of your own `name: template` prompts.")] = None,
-    critic_noise: Annotated[float | None, typer.Option(help="cac control: inject verdicts, inverted with this "
-                                                            "probability, instead of self-checks.")] = None,
-    hidden_layer: Annotated[int | None, typer.Option(help="Store this layer's hidden states (hf backend; -1 = "
-                                                          "last) for `selfcorrect probe`.")] = None,
-    hidden_span: Annotated[int | None, typer.Option(help="Average the stored hidden states over the last K prompt "
-                                                         "tokens (default 1: the last token).")] = None,
-    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server, e.g. http://127.0.0.1:8000/v1 "
-                                                      "(with --backend openai).")] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not use the generation cache "
-                                                                "(saved with the run).")] = False,
-    resume: Resume = False,
-    config: ConfigFile = None,
-    overrides: Overrides = None,
-    quiet: Quiet = False,
-) -> None:
+def eval_command(ctx: typer.Context, out: Out, task: Task = None, model: Model = None, backend: Backend = None,
+                 base_url: BaseUrl = None, method: Method = None, rounds: Rounds = None, limit: Limit = None,
+                 split: Split = None, temperature: Temperature = None, seed: Seed = None, samples: Samples = None,
+                 nli_model: NliModel = None, stop: Stop = None, question_prompt: QuestionPrompt = None,
+                 review_prompt: ReviewPrompt = None, check_prompt: CheckPrompt = None,
+                 prompts_file: PromptsFile = None, critic_noise: CriticNoise = None, hidden_layer: HiddenLayer = None,
+                 hidden_span: HiddenSpan = None, cache: Cache = None, resume: Resume = False,
+                 config: ConfigFile = None, overrides: Overrides = None, quiet: Quiet = False) -> None:
     """First answer plus N rounds of self-correction; prints accuracy by round with 95% intervals."""
     from selfcorrect.methods.evaluate import EvalConfig, run_eval
 
-    flags = {"task": task, "model": model, "backend": backend, "method": method, "rounds": rounds, "limit": limit,
-             "split": split, "temperature": temperature, "seed": seed, "samples": samples, "nli_model": nli_model,
-             "stop": stop, "question_prompt": question_prompt, "review_prompt": review_prompt,
-             "check_prompt": check_prompt, "prompts_file": prompts_file, "critic_noise": critic_noise,
-             "hidden_layer": hidden_layer, "hidden_span": hidden_span, "cache": False if no_cache else None,
-             "backend_options": {"base_url": base_url} if base_url else None}
-    cfg = config_from_cli(EvalConfig, config, overrides, flags, resume_from=out if resume else None)
+    cfg = config_from_cli(EvalConfig, ctx, resume_from=out if resume else None)
     summary = run_eval(cfg, out, resume=resume, quiet=quiet)
     _print_summary(summary, out)
 

@@ -4,20 +4,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
 
 import typer
 
-from selfcorrect.commands.common import (
+from selfcorrect.commands.common import config_from_cli, parse_ints, resumed_list
+from selfcorrect.commands.options import (
+    Arms,
+    Backend,
     ConfigFile,
+    Granularity,
+    Iterations,
+    MistakeLoss,
+    Model,
+    Negatives,
+    Out,
     Overrides,
     Quiet,
     Resume,
     Seed,
-    SeedOverride,
-    config_from_cli,
-    parse_ints,
-    resumed_list,
+    Seeds,
+    Task,
 )
 
 insec_app = typer.Typer(help="InSeC: internalized self-correction training with inline mistakes and corrections "
@@ -25,22 +31,10 @@ insec_app = typer.Typer(help="InSeC: internalized self-correction training with 
 
 
 @insec_app.callback()
-def insec_command(
-    ctx: typer.Context,
-    out: Annotated[Path | None, typer.Option(help="Run folder to create (or continue with --resume).")] = None,
-    negatives: Annotated[str | None, typer.Option(help="on_policy, synthetic, or none (plain SFT).")] = None,
-    granularity: Annotated[str | None, typer.Option(help="step (chain answers) or answer.")] = None,
-    mistake_loss: Annotated[str | None, typer.Option("--mistake-loss",
-                                                     help="none (default), unlikelihood or full.")] = None,
-    iterations: Annotated[int | None, typer.Option(help="Iterations of sample -> build -> train.")] = None,
-    model: Annotated[str | None, typer.Option(help="Base model: folder, hub id, or `sandbox`.")] = None,
-    task: Annotated[str | None, typer.Option(help="Task name.")] = None,
-    seed: SeedOverride = None,
-    resume: Resume = False,
-    config: ConfigFile = None,
-    overrides: Overrides = None,
-    quiet: Quiet = False,
-) -> None:
+def insec_command(ctx: typer.Context, out: Out = None, negatives: Negatives = None, granularity: Granularity = None,
+                  mistake_loss: MistakeLoss = None, iterations: Iterations = None, model: Model = None,
+                  backend: Backend = None, task: Task = None, seed: Seed = None, resume: Resume = False,
+                  config: ConfigFile = None, overrides: Overrides = None, quiet: Quiet = False) -> None:
     """Run InSeC from a YAML config plus CLI overrides, and print accuracy and marker behaviour per iteration."""
     if ctx.invoked_subcommand is not None:
         return
@@ -49,9 +43,7 @@ def insec_command(
 
     if out is None:
         raise SelfCorrectError("insec needs --out (the run folder)")
-    flags = {"negatives": negatives, "granularity": granularity, "mistake_loss": mistake_loss,
-             "iterations": iterations, "model": model, "task": task, "seed": seed}
-    cfg = config_from_cli(InSeCConfig, config, overrides, flags, resume_from=out if resume else None)
+    cfg = config_from_cli(InSeCConfig, ctx, resume_from=out if resume else None)
     summary = run_insec(cfg, out, resume=resume, quiet=quiet)
     typer.echo(f"\nInSeC ({cfg.negatives} negatives), {cfg.eval_split} split at T={cfg.eval_temperature:g} "
                "(95% bootstrap intervals):")
@@ -60,16 +52,8 @@ def insec_command(
 
 
 @insec_app.command("compare")
-def compare_command(
-    out: Annotated[Path, typer.Option(help="Folder for all runs of the comparison.")],
-    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default 0,1,2).")] = None,
-    arms: Annotated[str | None, typer.Option(help="Comma-separated arms: insec-on-policy, insec-synthetic, sft "
-                                                  "(default all three).")] = None,
-    resume: Resume = False,
-    config: ConfigFile = None,
-    overrides: Overrides = None,
-    quiet: Quiet = False,
-) -> None:
+def compare_command(ctx: typer.Context, out: Out, seeds: Seeds = None, arms: Arms = None, resume: Resume = False,
+                    config: ConfigFile = None, overrides: Overrides = None, quiet: Quiet = False) -> None:
     """On-policy InSeC, synthetic InSeC and plain SFT at equal steps, over seeds: table (mean ± std) and plots."""
     from selfcorrect.errors import SelfCorrectError
     from selfcorrect.methods.insec import InSeCConfig
@@ -83,7 +67,7 @@ def compare_command(
         return chosen
 
     saved = out if resume else None
-    base = config_from_cli(InSeCConfig, config, overrides, {}, resume_from=saved, section="base")
+    base = config_from_cli(InSeCConfig, ctx, resume_from=saved, section="base")
     chosen = resumed_list(arms, ",".join(ARMS), saved, "arms", "--arms", parse_arms)
     seed_list = resumed_list(seeds, "0,1,2", saved, "seeds", "--seeds", lambda text: parse_ints(text, "--seeds"))
     table = run_compare(base, seed_list, out, chosen, resume=resume, quiet=quiet)
@@ -92,15 +76,11 @@ def compare_command(
 
 
 @insec_app.command("demo-run")
-def demo_command(
-    out: Annotated[Path, typer.Option(help="Run folder (continued when it exists).")] = Path("runs/demo/insec"),
-    seed: Seed = 0,
-    quiet: Quiet = False,
-) -> None:
-    """One short on-policy InSeC round on the sandbox: what `make demo` shows."""
+def demo_command(out: Out = Path("runs/demo/insec"), seed: Seed = None, quiet: Quiet = False) -> None:
+    """One short on-policy InSeC round on the sandbox, continued when --out exists: what `make demo` shows."""
     from selfcorrect.methods.insec_compare import run_insec_demo
 
-    run_insec_demo(out, seed=seed, quiet=quiet)
+    run_insec_demo(out, seed=seed or 0, quiet=quiet)
 
 
 def register(app: typer.Typer) -> None:

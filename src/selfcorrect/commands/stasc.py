@@ -2,48 +2,43 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
 import typer
 
-from selfcorrect.commands.common import (
+from selfcorrect.commands.common import config_from_cli, parse_ints, resumed_list
+from selfcorrect.commands.options import (
+    Backend,
+    BudgetFrom,
     ConfigFile,
+    Controls,
+    Iterations,
+    Method,
+    Model,
+    NCorr,
+    NInit,
+    Out,
     Overrides,
     Quiet,
+    ReportTo,
     Resume,
-    SeedOverride,
-    config_from_cli,
-    parse_ints,
-    resumed_list,
+    RunDirs,
+    Seed,
+    Seeds,
+    Task,
+    Temperature,
+    Variant,
+    Variants,
 )
 
 stasc_app = typer.Typer(help="STaSC: self-taught self-correction training (arXiv 2503.08681).",
                         invoke_without_command=True)
 
-Out = Annotated[Path | None, typer.Option(help="Run folder to create (or continue with --resume).")]
-
 
 @stasc_app.callback()
-def stasc_command(
-    ctx: typer.Context,
-    out: Out = None,
-    variant: Annotated[str | None, typer.Option(help="EIE (default), EIF, ENE, ENF, FIE, FIF, FNE, FNF.")] = None,
-    method: Annotated[str | None, typer.Option(help="stasc, or an equal-budget control: star, gold.")] = None,
-    budget_from: Annotated[str | None, typer.Option(help="STaSC run whose budget a control matches.")] = None,
-    iterations: Annotated[int | None, typer.Option(help="Number of STaSC iterations.")] = None,
-    n_init: Annotated[int | None, typer.Option("--n-init", help="Initial answers per question.")] = None,
-    n_corr: Annotated[int | None, typer.Option("--n-corr", help="Corrections per initial answer.")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Sampling temperature for training data.")] = None,
-    model: Annotated[str | None, typer.Option(help="M0: built-in model name, folder or hub id.")] = None,
-    task: Annotated[str | None, typer.Option(help="Task name.")] = None,
-    report_to: Annotated[str | None, typer.Option("--report-to", help="wandb, mlflow or tensorboard.")] = None,
-    seed: SeedOverride = None,
-    resume: Resume = False,
-    config: ConfigFile = None,
-    overrides: Overrides = None,
-    quiet: Quiet = False,
-) -> None:
+def stasc_command(ctx: typer.Context, out: Out = None, variant: Variant = None, method: Method = None,
+                  budget_from: BudgetFrom = None, iterations: Iterations = None, n_init: NInit = None,
+                  n_corr: NCorr = None, temperature: Temperature = None, model: Model = None, backend: Backend = None,
+                  task: Task = None, report_to: ReportTo = None, seed: Seed = None, resume: Resume = False,
+                  config: ConfigFile = None, overrides: Overrides = None, quiet: Quiet = False) -> None:
     """Run STaSC with every design choice from a YAML config plus CLI overrides."""
     if ctx.invoked_subcommand is not None:
         return
@@ -52,10 +47,7 @@ def stasc_command(
 
     if out is None:
         raise SelfCorrectError("stasc needs --out (the run folder)")
-    flags = {"variant": variant, "method": method, "budget_from": budget_from, "iterations": iterations,
-             "n_init": n_init, "n_corr": n_corr, "temperature": temperature, "model": model, "task": task,
-             "report_to": report_to, "seed": seed}
-    cfg = config_from_cli(STaSCConfig, config, overrides, flags, resume_from=out if resume else None)
+    cfg = config_from_cli(STaSCConfig, ctx, resume_from=out if resume else None)
     summary = run_stasc(cfg, out, resume=resume, quiet=quiet)
     for where in summary["iterations"][0]["eval"]:
         typer.echo(f"\n{cfg.method.upper()} {cfg.variant}, {where} (95% bootstrap intervals):")
@@ -66,17 +58,9 @@ def stasc_command(
 
 
 @stasc_app.command("sweep")
-def sweep_command(
-    out: Annotated[Path, typer.Option(help="Folder for all runs of the sweep.")],
-    variants: Annotated[str | None, typer.Option(help="Comma-separated variants, or `all` (the default).")] = None,
-    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds (default 0,1,2).")] = None,
-    controls: Annotated[str | None, typer.Option(help="Comma-separated equal-budget controls (star, gold) or none "
-                                                      "(default star,gold).")] = None,
-    resume: Resume = False,
-    config: ConfigFile = None,
-    overrides: Overrides = None,
-    quiet: Quiet = False,
-) -> None:
+def sweep_command(ctx: typer.Context, out: Out, variants: Variants = None, seeds: Seeds = None,
+                  controls: Controls = None, resume: Resume = False, config: ConfigFile = None,
+                  overrides: Overrides = None, quiet: Quiet = False) -> None:
     """Several variants and seeds (and controls): a Table-2-style table (mean ± std) and plots."""
     from selfcorrect.errors import SelfCorrectError
     from selfcorrect.methods.stasc import VARIANTS, STaSCConfig
@@ -91,7 +75,7 @@ def sweep_command(
         return chosen
 
     saved = out if resume else None
-    base = config_from_cli(STaSCConfig, config, overrides, {}, resume_from=saved, section="base")
+    base = config_from_cli(STaSCConfig, ctx, resume_from=saved, section="base")
     chosen = resumed_list(variants, "all", saved, "variants", "--variants", parse_variants)
     seed_list = resumed_list(seeds, "0,1,2", saved, "seeds", "--seeds", lambda text: parse_ints(text, "--seeds"))
     control_list = resumed_list(controls, "star,gold", saved, "controls", "--controls",
@@ -102,9 +86,7 @@ def sweep_command(
 
 
 @stasc_app.command("table")
-def table_command(
-    runs: Annotated[list[Path], typer.Argument(help="Finished STaSC run folders (e.g. runs/sweep/*).")],
-) -> None:
+def table_command(runs: RunDirs) -> None:
     """Mean ± std over seeds of finished runs, grouped by variant and control, at validation-selected iterations."""
     from selfcorrect.methods.stasc_sweep import format_markdown, table_from_runs
 

@@ -1,31 +1,34 @@
 """`selfcorrect icalign …`: train, evaluate, sweep and plot the in-context alignment lab.
 
-Every command takes the same options where they mean something: `--preset` (paper or cpu), `--seed`/`--seeds`,
-`--out`, `--resume`, `--quiet` and repeatable `--set key=value` overrides of the preset's config (dotted keys,
-e.g. `--set train.steps=500`). Without `--out`, the folders are runs/icalign-<preset>/train-s<seed> (train, eval)
-and runs/icalign-<preset>/sweep (sweep, plot), so `eval` and `plot` find what `train` and `sweep` wrote.
-torch is imported inside the commands only, so that `selfcorrect --help` stays fast.
+The options come from the one table of `selfcorrect.commands.options`: `--preset` (paper or cpu), `--seed`/`--seeds`,
+`--out`, `--resume`, `--quiet`, `--config FILE.yaml` and repeatable `--set key=value` overrides of the preset's config
+(dotted keys, e.g. `--set train.steps=500`; preset < --config < --seed/--seeds < --set). Without `--out`, the
+folders are runs/icalign-<preset>/train-s<seed> (train, eval) and runs/icalign-<preset>/sweep (sweep, plot), so
+`eval` and `plot` find what `train` and `sweep` wrote. torch is imported inside the commands only, so that
+`selfcorrect --help` stays fast.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
+from selfcorrect.commands.options import ConfigFile, Out, Overrides, Preset, Quiet, Resume, Seed, Seeds
 from selfcorrect.errors import SelfCorrectError
 
 app = typer.Typer(help="In-context alignment lab (arXiv 2405.18634): small transformers that learn to rank "
                        "(x, y, reward) triplets in context, compared with gradient descent.", no_args_is_help=True)
 
 DEFAULT_PRESET = "cpu"
-Preset = Annotated[str | None, typer.Option("--preset", help="Named preset: 'cpu' (fits a 2-core CPU, the default) "
-                                                            "or 'paper'.")]
-Out = Annotated[Path | None, typer.Option("--out", help="Run folder (default: under runs/icalign-<preset>/).")]
-Resume = Annotated[bool, typer.Option("--resume", help="Continue the run in --out from where it stopped.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="Print only the final result.")]
-Set = Annotated[list[str] | None, typer.Option("--set", help="Override a config key: --set train.steps=500.")]
+
+
+def _given(config: Path | None, flags: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """What the command line changes in the preset's config: --config < flags < --set, as for every command."""
+    from selfcorrect.config import merge, parse_overrides, read_yaml
+
+    return merge(read_yaml(config) if config else {}, merge(flags, parse_overrides(overrides)))
 
 
 def _train_dir(preset: str, seed: int) -> Path:
@@ -46,95 +49,79 @@ def _resumed(cls: type, out: Path, preset: str | None, overrides: dict) -> Any:
 
 
 @app.command()
-def train(preset: Preset = None,
-          seed: Annotated[int | None, typer.Option("--seed", help="Seed of the weights and training batches "
-                                                   "(default 0).")] = None,
-          out: Out = None, resume: Resume = False, quiet: Quiet = False, set_: Set = None) -> None:
-    """Train one model (the preset's base model unless --set model.* says otherwise)."""
-    from selfcorrect.config import merge, parse_overrides
+def train(preset: Preset = None, seed: Seed = None, out: Out = None, resume: Resume = False, quiet: Quiet = False,
+          config: ConfigFile = None, overrides: Overrides = None) -> None:
+    """Train one model (the preset's base model unless --set model.* says otherwise); the seed draws the weights and
+    the training batches."""
     from selfcorrect.icalign.presets import RunConfig, run_config
     from selfcorrect.icalign.train import FINAL
     from selfcorrect.icalign.train import train as run_train
 
-    overrides = parse_overrides(set_)
+    given = _given(config, {"train": {"seed": seed}} if seed is not None else {}, overrides)
     if resume and out is not None:
-        config = _resumed(RunConfig, out, preset, merge({"train": {"seed": seed}} if seed is not None else {},
-                                                        overrides))
+        run = _resumed(RunConfig, out, preset, given)
     else:
-        config = run_config(preset or DEFAULT_PRESET, seed or 0, overrides)
-        out = out or _train_dir(config.preset, config.train.seed)
-    summary = run_train(config, out, resume=resume, quiet=quiet)
+        run = run_config(preset or DEFAULT_PRESET, None, given)
+        out = out or _train_dir(run.preset, run.train.seed)
+    summary = run_train(run, out, resume=resume, quiet=quiet)
     typer.echo(f"final loss {summary['final_loss']:.4f} after {summary['steps']} steps "
                f"({summary['seconds']:.0f} s); weights in {out / FINAL}")
 
 
 @app.command("eval")
-def eval_(preset: Annotated[str | None, typer.Option("--preset", help="Preset the run was trained with "
-                                                     "(checked against its config.yaml).")] = None,
-          seed: Annotated[int, typer.Option("--seed", help="Training seed of the run (locates the default "
-                                            "--out).")] = 0,
-          out: Out = None,
-          resume: Annotated[bool, typer.Option("--resume", help="Keep an eval.json written with the same "
-                                               "eval settings instead of recomputing it.")] = False,
-          quiet: Quiet = False,
-          set_: Annotated[list[str] | None, typer.Option("--set", help="Override an eval setting: "
-                                                         "--set eval.batch_size=1024.")] = None) -> None:
-    """Evaluate the FINAL model of a trained run: 1 − cos by number of examples, for TF and GD, at each noise rate."""
-    from selfcorrect.config import parse_overrides, read_yaml
+def eval_(preset: Preset = None, seed: Seed = None, out: Out = None, resume: Resume = False,
+          config: ConfigFile = None, overrides: Overrides = None) -> None:
+    """Evaluate the FINAL model of a trained run (--out, or the one --preset and --seed name): 1 − cos by number of
+    examples, for TF and GD, at each noise rate. Only eval.* settings may change; --resume keeps an eval.json written
+    with the same eval settings."""
+    from selfcorrect.config import read_yaml
     from selfcorrect.icalign.evaluate import EVAL_FILE, evaluate_run, format_curves, read_eval
 
-    overrides = parse_overrides(set_)
-    if set(overrides) - {"eval"}:
+    given = _given(config, {}, overrides)
+    if set(given) - {"eval"}:
         raise SelfCorrectError("eval takes only eval.* overrides; the model and training settings are those in the "
                                "run's config.yaml")
-    out = out or _train_dir(preset or DEFAULT_PRESET, seed)
+    out = out or _train_dir(preset or DEFAULT_PRESET, seed or 0)
     if not (out / "config.yaml").is_file():
         raise SelfCorrectError(f"{out} is not a training run (no config.yaml); train one with `icalign train`")
     saved = read_yaml(out / "config.yaml")
     if preset is not None and saved.get("preset") != preset:
         raise SelfCorrectError(f"{out} was trained with preset {saved.get('preset')!r}, not {preset!r}")
-    previous = read_eval(out) if resume else None
-    wanted = {**saved.get("eval", {}), **overrides.get("eval", {})}
-    if previous is not None and all(previous["eval"].get(k) == v for k, v in wanted.items()):
-        typer.echo(format_curves(previous["curves"], previous["n_examples"]))
-    else:
-        evaluate_run(out, overrides, quiet=quiet)
+    if seed is not None and saved.get("train", {}).get("seed") != seed:
+        raise SelfCorrectError(f"{out} was trained with seed {saved.get('train', {}).get('seed')!r}, not {seed!r}")
+    result = read_eval(out) if resume else None
+    wanted = {**saved.get("eval", {}), **given.get("eval", {})}
+    if result is None or any(result["eval"].get(k) != v for k, v in wanted.items()):
+        result = evaluate_run(out, given, quiet=True)
+    typer.echo(format_curves(result["curves"], result["n_examples"]))
     typer.echo(f"results in {out / EVAL_FILE}")
 
 
 @app.command()
-def sweep(preset: Preset = None,
-          seeds: Annotated[str, typer.Option("--seeds", help="Comma-separated seeds (default: the preset's).")] = "",
-          out: Out = None, resume: Resume = False, quiet: Quiet = False, set_: Set = None) -> None:
+def sweep(preset: Preset = None, seeds: Seeds = None, out: Out = None, resume: Resume = False, quiet: Quiet = False,
+          config: ConfigFile = None, overrides: Overrides = None) -> None:
     """Train and evaluate every variant × seed (depth, heads, attention, MLP; noise at test time), then plot."""
     from selfcorrect.commands.common import parse_ints
-    from selfcorrect.config import merge, parse_overrides
     from selfcorrect.icalign.plot import FIGURE_FILE, plot_results
     from selfcorrect.icalign.presets import SweepConfig, sweep_config
     from selfcorrect.icalign.sweep import RESULTS_FILE, run_sweep
 
-    seed_list = parse_ints(seeds, "--seeds") if seeds else None
-    overrides = parse_overrides(set_)
+    flags = {"sweep": {"seeds": parse_ints(seeds, "--seeds")}} if seeds is not None else {}
+    given = _given(config, flags, overrides)
     if resume and out is not None:
-        config = _resumed(SweepConfig, out, preset, merge({"sweep": {"seeds": seed_list}} if seed_list else {},
-                                                          overrides))
+        run = _resumed(SweepConfig, out, preset, given)
     else:
-        config = sweep_config(preset or DEFAULT_PRESET, seed_list, overrides)
-        out = out or _sweep_dir(config.preset)
-    results = run_sweep(config, out, resume=resume, quiet=quiet)
+        run = sweep_config(preset or DEFAULT_PRESET, None, given)
+        out = out or _sweep_dir(run.preset)
+    results = run_sweep(run, out, resume=resume, quiet=quiet)
     figure = plot_results(results, out / FIGURE_FILE)
     typer.echo(f"results in {out / RESULTS_FILE}, figure in {figure}")
 
 
 @app.command()
-def plot(preset: Preset = None,
-         out: Annotated[Path | None, typer.Option("--out", help="Sweep folder holding results.json "
-                                                  "(default: runs/icalign-<preset>/sweep).")] = None,
-         quiet: Quiet = False) -> None:
-    """Draw the six-panel figure from a sweep's saved results.json."""
+def plot(preset: Preset = None, out: Out = None) -> None:
+    """Draw the six-panel figure from the results.json of a sweep (--out, default runs/icalign-<preset>/sweep)."""
     from selfcorrect.icalign.plot import FIGURE_FILE, load_results, plot_results
 
     out = out or _sweep_dir(preset or DEFAULT_PRESET)
-    figure = plot_results(load_results(out), out / FIGURE_FILE)
-    if not quiet:
-        typer.echo(f"figure in {figure}")
+    typer.echo(f"figure in {plot_results(load_results(out), out / FIGURE_FILE)}")
