@@ -121,7 +121,9 @@ def _table() -> dict[str, tuple[str, object]]:
             continue
         base, info = typing.get_args(alias)
         if isinstance(info, typer.models.OptionInfo):  # `typer.Option("--quiet", "-q")` keeps "--quiet" as default
-            key = " ".join(sorted(d for d in (info.default, *info.param_decls) if isinstance(d, str)))
+            # a "--x/--no-x" pair is one declaration in the table and two names on the command
+            key = " ".join(sorted(name for d in (info.default, *info.param_decls) if isinstance(d, str)
+                                  for name in d.split("/")))
         else:
             key = info.help
         assert key not in entries, f"the table declares {key} twice (second time as {name})"
