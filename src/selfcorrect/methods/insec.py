@@ -28,7 +28,7 @@ from pydantic import Field
 
 from selfcorrect.analysis.metrics import FLIP_LABELS
 from selfcorrect.backends.base import Backend, SamplingParams, Temperature, request_seed
-from selfcorrect.config import StrictModel
+from selfcorrect.config_blocks import ModelBlock, SeedBlock, TaskBlock
 from selfcorrect.methods.insec_data import (
     Granularity,
     MistakeLoss,
@@ -52,9 +52,15 @@ from selfcorrect.trajectory import Trajectory, Verdict
 Negatives = Literal["on_policy", "synthetic", "none"]
 
 
-class InSeCConfig(StrictModel):
-    """`selfcorrect insec`: where negatives come from, how they are written and trained, how the result is read."""
+class InSeCConfig(SeedBlock, ModelBlock, TaskBlock):
+    """`selfcorrect insec`: where negatives come from, how they are written and trained, how the result is read.
 
+    Task, model and seed settings come from the shared blocks (config_blocks.py); sampling is InSeC's own (a
+    temperature per use, and room for a rewrite after a marker).
+    """
+
+    #: Fine-tuning needs weights, so a model is required.
+    model: str = "sandbox"
     negatives: Negatives = "on_policy"
     granularity: Granularity = "step"
     #: Synthetic negatives: the task's corruptions to draw from, uniformly (None = all registered ones).
@@ -69,18 +75,14 @@ class InSeCConfig(StrictModel):
     mistake_loss: MistakeLoss = "none"
     unlikelihood_weight: float = Field(1.0, gt=0.0)
     iterations: int = Field(1, ge=1)
-    #: On-policy samples per training question per iteration (temperature `sample_temperature`).
+    #: On-policy answers drawn per training question per iteration (temperature `sample_temperature`), from which
+    #: the wrong ones become negatives.
     samples_per_question: int = Field(2, ge=1)
     sample_temperature: Temperature = 1.0
     #: Training sequences per iteration (None = one per training question); equal for every arm of a comparison.
     examples_per_iteration: int | None = Field(None, ge=1)
     #: Each iteration trains the previous iteration's model (True) or the base model again (False).
     evolving: bool = True
-    task: str = "sandbox-chain"
-    task_options: dict[str, Any] = {}
-    model: str = "sandbox"
-    backend: str = "hf"
-    backend_options: dict[str, Any] = {}
     train_split: str = "train"
     train_limit: int | None = None
     eval_split: str = "test"
@@ -89,12 +91,10 @@ class InSeCConfig(StrictModel):
     eval_temperature: Temperature = 1.0
     #: None = twice the task's answer length, so one full rewrite fits after a marker.
     max_new_tokens: int | None = Field(None, ge=1)
-    question_prompt: str = "question"
-    prompts_file: str | None = None
     finetune: FinetuneConfig = Field(default_factory=sandbox_finetune_defaults)
-    seed: int = 0
 
-    def params(self, task: Task, temperature: float, n: int = 1) -> SamplingParams:
+    def sampling(self, task: Task, temperature: float, n: int = 1) -> SamplingParams:
+        """`n` answers per request at `temperature`, with room for a rewrite after a marker."""
         return SamplingParams(temperature=temperature, n=n,
                               max_new_tokens=self.max_new_tokens or 2 * task.max_new_tokens)
 
@@ -205,7 +205,7 @@ def evaluate(model_dir: Path, task: Task, kit: MistakeKit, config: InSeCConfig, 
 
     examples = task.examples(config.eval_split, config.eval_limit)
     with closing(build_backend(config.backend, str(model_dir), config.backend_options)) as backend:
-        trajectories = answer(backend, task, examples, config, config.params(task, config.eval_temperature), seed)
+        trajectories = answer(backend, task, examples, config, config.sampling(task, config.eval_temperature), seed)
     reasons = marker_tokens(kit, config.granularity, config.marker, config.reasons)[1:]
     read = reader(kit, config.granularity, config.marker, reasons, task.score)
     for traj in trajectories:
@@ -269,7 +269,7 @@ def run_insec(config: InSeCConfig, out: str | Path, resume: bool = False, quiet:
                 # closed before fine-tuning starts: a vLLM engine holds most of the GPU until it is closed
                 with closing(build_backend(config.backend, str(model), config.backend_options)) as backend:
                     return answer(backend, task, train_examples, config,
-                                  config.params(task, config.sample_temperature, config.samples_per_question), seed)
+                                  config.sampling(task, config.sample_temperature, config.samples_per_question), seed)
 
             samples = store.trajectories(f"iter-{n}/samples.jsonl", sample)
         timings[f"iter-{n}/sampling_s"] = time.perf_counter() - started

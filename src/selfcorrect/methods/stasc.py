@@ -29,8 +29,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from selfcorrect.backends.base import Backend, SamplingParams, Temperature, request_seed
-from selfcorrect.config import StrictModel
+from selfcorrect.backends.base import Backend, Temperature, request_seed
+from selfcorrect.config_blocks import ModelBlock, SamplingBlock, SeedBlock, TaskBlock
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.methods.steps import StepStore
 from selfcorrect.prompts import get_prompt, load_prompts
@@ -50,23 +50,22 @@ def sandbox_finetune_defaults() -> FinetuneConfig:
                           warmup_ratio=0.1, weight_decay=0.01)
 
 
-class STaSCConfig(StrictModel):
-    """`selfcorrect stasc`: every design choice of the paper, plus the controls."""
+class STaSCConfig(SeedBlock, SamplingBlock, ModelBlock, TaskBlock):
+    """`selfcorrect stasc`: every design choice of the paper, plus the controls.
 
+    Task, model, sampling and seed settings come from the shared blocks (config_blocks.py).
+    """
+
+    #: Fine-tuning needs weights, so a model is required.
+    model: str = "sandbox"
+    #: The paper samples initial answers and corrections at temperature 1.0 (eval decodes greedily by default).
+    temperature: Temperature = 1.0
     variant: str = "EIE"
     method: Literal["stasc", "star", "gold"] = "stasc"
     budget_from: str | None = None
-    task: str = "sandbox-chain"
-    task_options: dict[str, Any] = {}
-    model: str = "sandbox"
-    backend: str = "hf"
-    backend_options: dict[str, Any] = {}
     iterations: int = Field(3, ge=1)
     n_init: int = Field(4, ge=1)
     n_corr: int = Field(4, ge=1)
-    temperature: Temperature = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int | None = None
     train_split: str = "train"
     train_limit: int | None = None
     max_kept: int | None = 3000
@@ -77,12 +76,9 @@ class STaSCConfig(StrictModel):
     eval_limit: int | None = None
     select_split: str = "validation"
     select_temperature: Temperature = 1.0
-    question_prompt: str = "question"
     review_prompt: str = "review"
-    prompts_file: str | None = None
     finetune: FinetuneConfig = Field(default_factory=sandbox_finetune_defaults)
     report_to: Literal["wandb", "mlflow", "tensorboard"] | None = None
-    seed: int = 0
 
     @field_validator("variant")
     @classmethod
@@ -103,10 +99,6 @@ class STaSCConfig(StrictModel):
     @property
     def evolving_ft(self) -> bool:
         return self.variant[2] == "E"
-
-    def sampling(self, task: Task, n: int) -> SamplingParams:
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p, n=n,
-                              max_new_tokens=self.max_new_tokens or task.max_new_tokens)
 
 
 def accepted(trajectory: Trajectory, rule: str) -> bool:
