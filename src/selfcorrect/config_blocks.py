@@ -77,4 +77,10 @@ class SeedBlock(StrictModel):
     #: in a batch; a training method derives its steps' seeds from it too.
     seed: int = 0
 
-__all__ = ["ModelBlock", "PromptsBlock", "SamplingBlock", "SeedBlock", "TaskBlock"]
+def block_values(config: StrictModel, *blocks: type[StrictModel]) -> dict[str, Any]:
+    """`config`'s values of the fields of `blocks`: what a method hands on to the config of a step it runs (STaSC's
+    evaluation runs `eval` on the same task, prompts, backend and seed)."""
+    return {name: getattr(config, name) for block in blocks for name in block.model_fields}
+
+
+__all__ = ["ModelBlock", "PromptsBlock", "SamplingBlock", "SeedBlock", "TaskBlock", "block_values"]
