@@ -183,7 +183,12 @@ class RunFolder:
     @classmethod
     def open(cls, out: str | Path, config: dict[str, Any], resume: bool = False,
              ignore_on_resume: Iterable[str] = ("quiet", "resume")) -> RunFolder:
-        """Start a run in `out`, or continue it with `resume=True` (the config must then be the same)."""
+        """Start a run in `out`, or continue it with `resume=True` (the config must then be the same).
+
+        A key the saved config lacks was added to selfcorrect after the run began, which ran under that key's
+        default; the CLI has already checked a given value against it (`config.resumed_config`), so it is not
+        compared here and older run folders keep resuming.
+        """
         path = Path(out)
         config_file = path / CONFIG_FILE
         ignored = set(ignore_on_resume)
@@ -194,7 +199,7 @@ class RunFolder:
 
             saved = read_yaml(config_file)
             for key in sorted(set(saved) | set(config)):
-                if key not in ignored and saved.get(key) != config.get(key):
+                if key not in ignored and key in saved and saved.get(key) != config.get(key):
                     raise SelfCorrectError(f"cannot resume {path}: config key {key!r} differs "
                                            f"(saved {saved.get(key)!r}, now {config.get(key)!r})")
         elif path.exists() and any(path.iterdir()):

@@ -20,31 +20,31 @@ import numpy as np
 from pydantic import Field
 
 from selfcorrect.backends.base import Temperature
-from selfcorrect.config import StrictModel
+from selfcorrect.config_blocks import ModelBlock, PromptsBlock, SamplingBlock, SeedBlock
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.tasks.base import Task
 from selfcorrect.trajectory import Example, Trajectory, Verdict
 
 
-class SelectConfig(StrictModel):
-    """Which corpus, how to ask the model about each record, how to score and what to keep."""
+class SelectConfig(SeedBlock, SamplingBlock, ModelBlock, PromptsBlock):
+    """Which corpus, how to ask the model about each record, how to score and what to keep.
 
+    Model, sampling and seed settings come from the shared blocks (config_blocks.py); a corpus takes a task's place.
+    """
+
+    #: Uncertainty needs spread: the samples are drawn at temperature 1.0 (eval decodes greedily by default).
+    temperature: Temperature = 1.0
+    #: A record's answer is short; no task sets its length here.
+    max_new_tokens: int = Field(default=16, ge=1)
     corpus: str
     prompt: str = "select-question"
-    prompts_file: str | None = None
-    backend: str = "hf"
-    model: str | None = "sandbox"
-    backend_options: dict[str, Any] = {}
+    #: Sampled answers drawn per record, all of them scored for uncertainty.
     samples: int = Field(default=5, ge=1)
-    temperature: Temperature = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = Field(default=16, ge=1)
     measure: Literal["answer_entropy", "mean_nll"] = "answer_entropy"
     #: A fraction of the corpus (<= 1) or a number of records (> 1).
     keep: float = Field(default=0.5, gt=0)
     which: Literal["most", "least"] = "most"
     limit: int | None = None
-    seed: int = 0
 
 
 class CorpusTask(Task):
@@ -100,7 +100,6 @@ def choose(scores: list[float], keep: float, which: str) -> list[int]:
 
 def run_select(config: SelectConfig, out: str | Path, backend: Any = None, quiet: bool = False) -> dict[str, Any]:
     from selfcorrect.backends import build_backend
-    from selfcorrect.backends.base import SamplingParams
     from selfcorrect.progress import Progress
     from selfcorrect.prompts import get_prompt, load_prompts
     from selfcorrect.rounds import add_instruction, generate, start
@@ -124,8 +123,7 @@ def run_select(config: SelectConfig, out: str | Path, backend: Any = None, quiet
     task = CorpusTask(records, prompt, locations)
     trajectories = start(task, task.examples())
     add_instruction(trajectories, task, get_prompt(prompts, "question"), 1)
-    params = SamplingParams(temperature=config.temperature, top_p=config.top_p,
-                            max_new_tokens=config.max_new_tokens, n=config.samples)
+    params = config.sampling(task, config.samples)
     owned = backend is None  # a backend built here is closed here (a vLLM engine holds the GPU until then)
     backend = backend or build_backend(config.backend, config.model, config.backend_options)
     try:

@@ -4,7 +4,7 @@ marker and the correction, so the model learns to notice an error in its own out
 The paper gives no format and no code; the choices made here are in `insec_data` (format, marker semantics, loss
 segments). Negatives come from one of two places, which is the question this module exists to answer
 (synthetic injected errors often fail to teach correction: Wu et al., arXiv 2512.02389):
-- `on_policy`: the model's own wrong samples (one backend call of n samples per training question), cut after the
+- `on_policy`: the model's own wrong answers (one backend call, `samples_per_question` per question), cut after the
   first wrong step at step level;
 - `synthetic`: the task's registered corruptions (`tasks/corruptions.py`) applied to the correct answer;
 - `none`: plain SFT on the same clean examples with the same number of sequences and optimiser steps, the control.
@@ -16,9 +16,7 @@ scores what the output stands by after its last marker, reporting the marker's p
 from __future__ import annotations
 
 import json
-import time
 from collections import Counter
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +26,7 @@ from pydantic import Field
 
 from selfcorrect.analysis.metrics import FLIP_LABELS
 from selfcorrect.backends.base import Backend, SamplingParams, Temperature, request_seed
-from selfcorrect.config import StrictModel
+from selfcorrect.config_blocks import ModelBlock, SeedBlock, TaskBlock
 from selfcorrect.methods.insec_data import (
     Granularity,
     MistakeLoss,
@@ -40,7 +38,7 @@ from selfcorrect.methods.insec_data import (
     reader,
 )
 from selfcorrect.methods.stasc import sandbox_finetune_defaults
-from selfcorrect.methods.steps import StepStore
+from selfcorrect.methods.steps import StepStore, timed
 from selfcorrect.prompts import get_prompt, load_prompts
 from selfcorrect.rounds import add_instruction, generate, start
 from selfcorrect.runs import RunFolder, removes_fresh_output_on_error
@@ -52,9 +50,15 @@ from selfcorrect.trajectory import Trajectory, Verdict
 Negatives = Literal["on_policy", "synthetic", "none"]
 
 
-class InSeCConfig(StrictModel):
-    """`selfcorrect insec`: where negatives come from, how they are written and trained, how the result is read."""
+class InSeCConfig(SeedBlock, ModelBlock, TaskBlock):
+    """`selfcorrect insec`: where negatives come from, how they are written and trained, how the result is read.
 
+    Task, model and seed settings come from the shared blocks (config_blocks.py); sampling is InSeC's own (a
+    temperature per use, and room for a rewrite after a marker).
+    """
+
+    #: Fine-tuning needs weights, so a model is required.
+    model: str = "sandbox"
     negatives: Negatives = "on_policy"
     granularity: Granularity = "step"
     #: Synthetic negatives: the task's corruptions to draw from, uniformly (None = all registered ones).
@@ -69,18 +73,14 @@ class InSeCConfig(StrictModel):
     mistake_loss: MistakeLoss = "none"
     unlikelihood_weight: float = Field(1.0, gt=0.0)
     iterations: int = Field(1, ge=1)
-    #: On-policy samples per training question per iteration (temperature `sample_temperature`).
+    #: On-policy answers drawn per training question per iteration (temperature `sample_temperature`), from which
+    #: the wrong ones become negatives.
     samples_per_question: int = Field(2, ge=1)
     sample_temperature: Temperature = 1.0
     #: Training sequences per iteration (None = one per training question); equal for every arm of a comparison.
     examples_per_iteration: int | None = Field(None, ge=1)
     #: Each iteration trains the previous iteration's model (True) or the base model again (False).
     evolving: bool = True
-    task: str = "sandbox-chain"
-    task_options: dict[str, Any] = {}
-    model: str = "sandbox"
-    backend: str = "hf"
-    backend_options: dict[str, Any] = {}
     train_split: str = "train"
     train_limit: int | None = None
     eval_split: str = "test"
@@ -89,12 +89,10 @@ class InSeCConfig(StrictModel):
     eval_temperature: Temperature = 1.0
     #: None = twice the task's answer length, so one full rewrite fits after a marker.
     max_new_tokens: int | None = Field(None, ge=1)
-    question_prompt: str = "question"
-    prompts_file: str | None = None
     finetune: FinetuneConfig = Field(default_factory=sandbox_finetune_defaults)
-    seed: int = 0
 
-    def params(self, task: Task, temperature: float, n: int = 1) -> SamplingParams:
+    def sampling(self, task: Task, temperature: float, n: int = 1) -> SamplingParams:
+        """`n` answers per request at `temperature`, with room for a rewrite after a marker."""
         return SamplingParams(temperature=temperature, n=n,
                               max_new_tokens=self.max_new_tokens or 2 * task.max_new_tokens)
 
@@ -114,21 +112,21 @@ def answer(backend: Backend, task: Task, examples: list, config: InSeCConfig, pa
 
 
 def _attempt(trajectory: Trajectory, marker: str) -> str:
-    """What a sample attempted before any correction of its own (a later iteration's model may already mark)."""
+    """What an answer attempted before any correction of its own (a later iteration's model may already mark)."""
     return trajectory.last_answer.text.split(marker)[0]
 
 
-def harvest(samples: list[Trajectory], task: Task, kit: MistakeKit,
+def harvest(answers: list[Trajectory], task: Task, kit: MistakeKit,
             config: InSeCConfig) -> list[tuple[Trajectory, Negative]]:
-    """On-policy negatives: the samples whose attempt the reward calls wrong, each cut at its first wrong step."""
+    """On-policy negatives: the answers whose attempt the reward calls wrong, each cut at its first wrong step."""
     negatives = []
-    for sample in samples:
-        attempt = _attempt(sample, config.marker)
-        if task.score(sample.example, attempt).correct:
+    for traj in answers:
+        attempt = _attempt(traj, config.marker)
+        if task.score(traj.example, attempt).correct:
             continue
-        negative = negative_from(kit, sample.example, attempt, config.granularity, "on_policy")
+        negative = negative_from(kit, traj.example, attempt, config.granularity, "on_policy")
         if negative is not None:
-            negatives.append((sample, negative))
+            negatives.append((traj, negative))
     return negatives
 
 
@@ -167,7 +165,7 @@ def _pick(items: list, count: int, rng: np.random.Generator) -> list:
     return [items[i] for i in picks]
 
 
-def build_training_set(prompted: list[Trajectory], samples: list[Trajectory] | None, task: Task, kit: MistakeKit,
+def build_training_set(prompted: list[Trajectory], answers: list[Trajectory] | None, task: Task, kit: MistakeKit,
                        config: InSeCConfig, seed: int) -> dict[str, Any]:
     """One iteration's sequences: clean answers and negatives at `negative_share`, always `examples_per_iteration`
     in all, so every arm of a comparison takes the same optimiser steps. When too few negatives exist the shortfall is
@@ -176,7 +174,7 @@ def build_training_set(prompted: list[Trajectory], samples: list[Trajectory] | N
     size = config.examples_per_iteration or len(prompted)
     wanted = round(size * config.negative_share) if config.negatives != "none" else 0
     if config.negatives == "on_policy":
-        pool = harvest(samples or [], task, kit, config)
+        pool = harvest(answers or [], task, kit, config)
     elif config.negatives == "synthetic":
         pool = corrupt(prompted, kit, config, wanted, rng)
     else:
@@ -189,9 +187,10 @@ def build_training_set(prompted: list[Trajectory], samples: list[Trajectory] | N
                                          "content": n.segments(config.marker, config.reasons, config.mistake_loss)}]
                       for t, n in chosen]
     order = rng.permutation(len(conversations))
+    # "samples" counts the on-policy answers drawn (a summary key, kept as written since schema 1)
     counts = {"sequences": len(conversations), "clean": len(clean), "negatives": len(chosen),
               "negatives_wanted": wanted, "negative_pool": len(pool),
-              "by_source": dict(Counter(n.source for _, n in chosen)), "samples": len(samples or []),
+              "by_source": dict(Counter(n.source for _, n in chosen)), "samples": len(answers or []),
               "reused_negatives": len(chosen) > len(pool),
               "example_negatives": ["".join(s["text"] for s in n.segments(config.marker, config.reasons, "none"))
                                     for _, n in chosen[:3]]}
@@ -205,7 +204,7 @@ def evaluate(model_dir: Path, task: Task, kit: MistakeKit, config: InSeCConfig, 
 
     examples = task.examples(config.eval_split, config.eval_limit)
     with closing(build_backend(config.backend, str(model_dir), config.backend_options)) as backend:
-        trajectories = answer(backend, task, examples, config, config.params(task, config.eval_temperature), seed)
+        trajectories = answer(backend, task, examples, config, config.sampling(task, config.eval_temperature), seed)
     reasons = marker_tokens(kit, config.granularity, config.marker, config.reasons)[1:]
     read = reader(kit, config.granularity, config.marker, reasons, task.score)
     for traj in trajectories:
@@ -219,22 +218,44 @@ def evaluate(model_dir: Path, task: Task, kit: MistakeKit, config: InSeCConfig, 
     return trajectories
 
 
-def _finetune(start_model: Path, conversations: list, config: InSeCConfig, seed: int,
-              quiet: bool) -> Callable[[Path], None]:
+def prepare_base_model(out: Path, m0: Path, tokens: list[str], config: InSeCConfig) -> None:
+    """Iteration 0's trained model: M0 with the marker (and reason) tokens added, into `out`."""
+    add_tokens(m0, out, tokens, config.token_init)
+
+
+def on_policy_answers(model: Path, task: Task, examples: list, config: InSeCConfig, seed: int) -> list[Trajectory]:
+    """The model's own answers to the training questions, `samples_per_question` each, in one backend call."""
+    from selfcorrect.backends import build_backend
+
+    # closed before fine-tuning starts: a vLLM engine holds most of the GPU until it is closed
+    with closing(build_backend(config.backend, str(model), config.backend_options)) as backend:
+        return answer(backend, task, examples, config,
+                      config.sampling(task, config.sample_temperature, config.samples_per_question), seed)
+
+
+def finetune_iteration(out: Path, start_model: Path, conversations: list, config: InSeCConfig, seed: int,
+                       quiet: bool) -> None:
+    """Fine-tune `start_model` on the iteration's sequences, with loss on the spans each segment marks, into `out`."""
     from selfcorrect.training.finetune import finetune
 
-    def build(tmp: Path) -> None:
-        weight = config.unlikelihood_weight if config.mistake_loss == "unlikelihood" else 0.0
-        ft = config.finetune.model_copy(update={"seed": seed % 2**32, "unlikelihood_weight": weight})
-        finetune(start_model, conversations, tmp, ft, loss_on="spans", quiet=quiet)
+    weight = config.unlikelihood_weight if config.mistake_loss == "unlikelihood" else 0.0
+    ft = config.finetune.model_copy(update={"seed": seed % 2**32, "unlikelihood_weight": weight})
+    finetune(start_model, conversations, out, ft, loss_on="spans", quiet=quiet)
 
-    return build
+
+def evaluate_iteration(store: StepStore, iteration: int, model_dir: Path, task: Task, kit: MistakeKit,
+                       config: InSeCConfig, timings: dict[str, float]) -> dict[str, Any]:
+    """The marker metrics of `model_dir` on the eval split; its answers are the resumable step `iter-n/eval.jsonl`."""
+    seed = request_seed(config.seed, "insec-eval", iteration)
+    with timed(timings, f"iter-{iteration}/eval_s"):
+        trajectories = store.trajectories(f"iter-{iteration}/eval.jsonl", evaluate, model_dir, task, kit, config, seed)
+    return marker_metrics(trajectories, seed=config.seed)
 
 
 @removes_fresh_output_on_error
 def run_insec(config: InSeCConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
     """Iteration 0 evaluates the base model; iterations 1..N sample (on-policy only), build, train and evaluate."""
-    from selfcorrect.backends import build_backend, model_weights
+    from selfcorrect.backends import model_weights
 
     task = get_task(config.task, **config.task_options)
     train_examples = task.examples(config.train_split, config.train_limit)
@@ -245,47 +266,28 @@ def run_insec(config: InSeCConfig, out: str | Path, resume: bool = False, quiet:
     tokens = marker_tokens(kit, config.granularity, config.marker, config.reasons)
     prompted = _prompted(task, train_examples, config)
     timings: dict[str, float] = {}
-
-    def evaluated(n: int, model_dir: Path) -> dict[str, Any]:
-        started = time.perf_counter()
-        seed = request_seed(config.seed, "insec-eval", n)
-        trajectories = store.trajectories(f"iter-{n}/eval.jsonl",
-                                          lambda: evaluate(model_dir, task, kit, config, seed))
-        timings[f"iter-{n}/eval_s"] = time.perf_counter() - started
-        return marker_metrics(trajectories, seed=config.seed)
-
-    rows: list[dict[str, Any]] = [{"iteration": 0, "eval": evaluated(0, m0)}]
+    rows: list[dict[str, Any]] = [{"iteration": 0, "eval": evaluate_iteration(store, 0, m0, task, kit, config,
+                                                                              timings)}]
     # Built after iteration 0's evaluation, so a run refused there (a prompt too long) leaves no folder behind.
     # The SFT control never says the marker, so it trains the base model as it is.
-    base = m0 if config.negatives == "none" else store.folder(
-        "iter-0/model", lambda tmp: add_tokens(m0, tmp, tokens, config.token_init))
-    previous = base
+    base = m0 if config.negatives == "none" else store.folder("iter-0/model", prepare_base_model, m0, tokens, config)
+    latest = base
     for n in range(1, config.iterations + 1):
         seed = request_seed(config.seed, "insec", n)
-        started = time.perf_counter()
-        samples = None
-        if config.negatives == "on_policy":
-            def sample(model: Path = previous, seed: int = seed) -> list[Trajectory]:
-                # closed before fine-tuning starts: a vLLM engine holds most of the GPU until it is closed
-                with closing(build_backend(config.backend, str(model), config.backend_options)) as backend:
-                    return answer(backend, task, train_examples, config,
-                                  config.params(task, config.sample_temperature, config.samples_per_question), seed)
-
-            samples = store.trajectories(f"iter-{n}/samples.jsonl", sample)
-        timings[f"iter-{n}/sampling_s"] = time.perf_counter() - started
-        data = store.json(f"iter-{n}/data.json",
-                          lambda s=samples, seed=seed: build_training_set(prompted, s, task, kit, config, seed))
-        started = time.perf_counter()
-        model_dir = store.folder(f"iter-{n}/model", _finetune(previous if config.evolving else base,
-                                                              data["conversations"], config, seed, quiet))
-        timings[f"iter-{n}/finetune_s"] = time.perf_counter() - started
+        with timed(timings, f"iter-{n}/sampling_s"):
+            answers = None if config.negatives != "on_policy" else store.trajectories(
+                f"iter-{n}/samples.jsonl", on_policy_answers, latest, task, train_examples, config, seed)
+        data = store.json(f"iter-{n}/data.json", build_training_set, prompted, answers, task, kit, config, seed)
+        with timed(timings, f"iter-{n}/finetune_s"):
+            model_dir = store.folder(f"iter-{n}/model", finetune_iteration, latest if config.evolving else base,
+                                     data["conversations"], config, seed, quiet)
         training = json.loads((model_dir / FINETUNE_FILE).read_text())
-        rows.append({"iteration": n, "eval": evaluated(n, model_dir), "data": data["counts"],
-                     "training": {"steps": training["steps"], "seconds": training["seconds"],
-                                  "loss_curve": training["train_loss_curve"]}})
-        previous = model_dir
+        rows.append({"iteration": n, "eval": evaluate_iteration(store, n, model_dir, task, kit, config, timings),
+                     "data": data["counts"], "training": {"steps": training["steps"], "seconds": training["seconds"],
+                                                          "loss_curve": training["train_loss_curve"]}})
+        latest = model_dir
     summary = {"command": "insec", "negatives": config.negatives, "seed": config.seed, "task": task.describe(),
-               "iterations": rows, "final": rows[-1]["eval"], "timings": timings, "model": str(previous)}
+               "iterations": rows, "final": rows[-1]["eval"], "timings": timings, "model": str(latest)}
     run.write_summary(summary)
     return summary
 

@@ -8,13 +8,13 @@ samples. After each answer round a stop rule (methods/stopping.py) may finish tr
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import Field
 
-from selfcorrect.backends.base import Backend, SamplingParams, Temperature
-from selfcorrect.config import StrictModel
+from selfcorrect.backends.base import Backend
+from selfcorrect.config_blocks import ModelBlock, SamplingBlock, SeedBlock, TaskBlock
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.methods.stopping import StopRule
 from selfcorrect.progress import Progress
@@ -27,14 +27,12 @@ Method = Literal["intrinsic", "cac", "self-refine-style"]
 CHECK_METHODS = ("cac", "self-refine-style")
 
 
-class EvalConfig(StrictModel):
-    """`selfcorrect eval`: which task, which model, which method and how many rounds, how to sample and measure."""
+class EvalConfig(SeedBlock, SamplingBlock, ModelBlock, TaskBlock):
+    """`selfcorrect eval`: which task, which model, which method and how many rounds, how to sample and measure.
 
-    task: str = "sandbox-chain"
-    task_options: dict[str, Any] = {}
-    backend: str = "hf"
-    model: str | None = "sandbox"
-    backend_options: dict[str, Any] = {}
+    Task, model, sampling and seed settings come from the shared blocks (config_blocks.py); eval keeps their defaults.
+    """
+
     #: Answer requests already made from the shared generation cache (backends/cache.py); saved with the run, so
     #: `--resume` continues with or without it as the run began.
     cache: bool = True
@@ -43,12 +41,7 @@ class EvalConfig(StrictModel):
     method: Method = "intrinsic"
     #: Review rounds (intrinsic) or (check, answer) repetitions (cac, self-refine-style) after the first answer.
     rounds: int = Field(default=1, ge=0)
-    temperature: Temperature = 0.0
-    top_p: float = 1.0
-    max_new_tokens: int | None = None
-    seed: int = 0
     chunk_size: int = Field(default=256, ge=1)
-    question_prompt: str = "question"
     review_prompt: str = "review"
     #: cac / self-refine-style only; None = the method's default for the task (written resolved into the run).
     check_prompt: str | None = None
@@ -58,7 +51,7 @@ class EvalConfig(StrictModel):
     stop: Literal["fixed", "converged", "oracle"] = "fixed"
     stop_patience: int = Field(default=1, ge=1)
     stop_nll_epsilon: float | None = Field(default=None, gt=0.0)
-    #: Extra samples per answer request, for answer-distribution entropy only.
+    #: Sampled answers drawn per answer request beside the answer that goes on, for answer-distribution entropy only.
     samples: int = Field(default=0, ge=0)
     #: Group those samples by bidirectional entailment under this NLI classifier (free text), not by string.
     nli_model: str | None = None
@@ -68,11 +61,6 @@ class EvalConfig(StrictModel):
     hidden_layer: int | None = None
     #: Average that layer's hidden states over the last k prompt tokens (1 = the last token only).
     hidden_span: int = Field(1, ge=1)
-    prompts_file: str | None = None
-
-    def sampling(self, task: Task) -> SamplingParams:
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p,
-                              max_new_tokens=self.max_new_tokens or task.max_new_tokens)
 
     def stop_rule(self) -> StopRule:
         return StopRule(self.stop, self.stop_patience, self.stop_nll_epsilon)
@@ -120,7 +108,7 @@ class Session:
 
     def _generate(self, trajectories: list[Trajectory], kind: TurnKind, round_index: int, n: int,
                   hidden: bool) -> list[Trajectory]:
-        params = replace(self.config.sampling(self.task), n=n)
+        params = self.config.sampling(self.task, n)
         self.calls += any(not t.stopped for t in trajectories)
         layers = (self.config.hidden_layer,) if hidden and self.hidden is not None else ()
         return generate(self.backend, trajectories, self.task, kind=kind, round_index=round_index, params=params,

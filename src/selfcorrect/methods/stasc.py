@@ -21,7 +21,6 @@ the last finished step and reproduces the uninterrupted result.
 from __future__ import annotations
 
 import json
-import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any, Literal
@@ -29,10 +28,10 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from selfcorrect.backends.base import Backend, SamplingParams, Temperature, request_seed
-from selfcorrect.config import StrictModel
+from selfcorrect.backends.base import Backend, Temperature, request_seed
+from selfcorrect.config_blocks import ModelBlock, SamplingBlock, SeedBlock, TaskBlock, block_values
 from selfcorrect.errors import SelfCorrectError
-from selfcorrect.methods.steps import StepStore
+from selfcorrect.methods.steps import StepStore, timed
 from selfcorrect.prompts import get_prompt, load_prompts
 from selfcorrect.rounds import add_instruction, generate, start
 from selfcorrect.runs import RunFolder, removes_fresh_output_on_error
@@ -50,23 +49,22 @@ def sandbox_finetune_defaults() -> FinetuneConfig:
                           warmup_ratio=0.1, weight_decay=0.01)
 
 
-class STaSCConfig(StrictModel):
-    """`selfcorrect stasc`: every design choice of the paper, plus the controls."""
+class STaSCConfig(SeedBlock, SamplingBlock, ModelBlock, TaskBlock):
+    """`selfcorrect stasc`: every design choice of the paper, plus the controls.
 
+    Task, model, sampling and seed settings come from the shared blocks (config_blocks.py).
+    """
+
+    #: Fine-tuning needs weights, so a model is required.
+    model: str = "sandbox"
+    #: The paper samples initial answers and corrections at temperature 1.0 (eval decodes greedily by default).
+    temperature: Temperature = 1.0
     variant: str = "EIE"
     method: Literal["stasc", "star", "gold"] = "stasc"
     budget_from: str | None = None
-    task: str = "sandbox-chain"
-    task_options: dict[str, Any] = {}
-    model: str = "sandbox"
-    backend: str = "hf"
-    backend_options: dict[str, Any] = {}
     iterations: int = Field(3, ge=1)
     n_init: int = Field(4, ge=1)
     n_corr: int = Field(4, ge=1)
-    temperature: Temperature = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int | None = None
     train_split: str = "train"
     train_limit: int | None = None
     max_kept: int | None = 3000
@@ -77,12 +75,9 @@ class STaSCConfig(StrictModel):
     eval_limit: int | None = None
     select_split: str = "validation"
     select_temperature: Temperature = 1.0
-    question_prompt: str = "question"
     review_prompt: str = "review"
-    prompts_file: str | None = None
     finetune: FinetuneConfig = Field(default_factory=sandbox_finetune_defaults)
     report_to: Literal["wandb", "mlflow", "tensorboard"] | None = None
-    seed: int = 0
 
     @field_validator("variant")
     @classmethod
@@ -103,10 +98,6 @@ class STaSCConfig(StrictModel):
     @property
     def evolving_ft(self) -> bool:
         return self.variant[2] == "E"
-
-    def sampling(self, task: Task, n: int) -> SamplingParams:
-        return SamplingParams(temperature=self.temperature, top_p=self.top_p, n=n,
-                              max_new_tokens=self.max_new_tokens or task.max_new_tokens)
 
 
 def accepted(trajectory: Trajectory, rule: str) -> bool:
@@ -162,7 +153,7 @@ def _plain(trajectory: Trajectory) -> list[dict[str, str]]:
 
 def select_training_set(generation: list[Trajectory], config: STaSCConfig, seed: int,
                         budget: dict[str, int] | None) -> dict[str, Any]:
-    """What the fine-tuning step trains on, with the counts the paper reports (sampled and kept pairs)."""
+    """Step (3): what the fine-tuning step trains on, with the counts the paper reports (sampled and kept pairs)."""
     rng = np.random.default_rng(seed)
     correct_first = {}
     for traj in generation:
@@ -228,6 +219,8 @@ def evaluate(model_dir: Path, run: Path, prefix: str, config: STaSCConfig, quiet
     """acc@t1, acc@t2 and flips on every eval split and temperature, each an ordinary resumable `eval` run."""
     from selfcorrect.methods.evaluate import EvalConfig, run_eval
 
+    # the same task, prompts, backend and seed; eval's own sampling defaults, but for the temperature
+    shared = block_values(config, TaskBlock, ModelBlock, SeedBlock)
     results: dict[str, Any] = {}
     for split in config.eval_splits:
         for temperature in config.eval_temperatures:
@@ -236,29 +229,12 @@ def evaluate(model_dir: Path, run: Path, prefix: str, config: STaSCConfig, quiet
             if finished.finished:
                 metrics = finished.read_summary()["metrics"]
             else:
-                eval_config = EvalConfig(task=config.task, task_options=config.task_options, backend=config.backend,
-                                         model=str(model_dir), backend_options=config.backend_options, split=split,
-                                         limit=config.eval_limit, rounds=1, temperature=temperature,
-                                         seed=config.seed, question_prompt=config.question_prompt,
-                                         review_prompt=config.review_prompt, prompts_file=config.prompts_file,
+                eval_config = EvalConfig(**{**shared, "model": str(model_dir)}, split=split, limit=config.eval_limit,
+                                         rounds=1, temperature=temperature, review_prompt=config.review_prompt,
                                          cache=False)
                 metrics = run_eval(eval_config, out, resume=out.exists(), quiet=quiet)["metrics"]
             results[f"{split}@T{temperature:g}"] = metrics
     return results
-
-
-def _train(base: Path, selection: dict[str, Any], config: STaSCConfig, budget: dict[str, int] | None, seed: int,
-           quiet: bool):
-    from selfcorrect.training.finetune import finetune
-
-    def build(tmp: Path) -> None:
-        # the fine-tuning seed: 31 bits of the iteration's seed (published sandbox runs were made with this)
-        ft = config.finetune.model_copy(update={"seed": seed % 2**31, "report_to": config.report_to,
-                                                **({"max_steps": budget["steps"]} if budget else {})})
-        finetune(base, selection["conversations"], tmp, ft, loss_on="last_assistant",
-                 replay=selection["replay"] or None, quiet=quiet)
-
-    return build
 
 
 def _public(selection: dict[str, Any]) -> dict[str, Any]:
@@ -276,9 +252,54 @@ def _row(iteration: int, evals: dict[str, Any], training: dict[str, Any] | None,
     return row
 
 
+def generate_training_data(config: STaSCConfig, task: Task, examples: list, m0: Path, latest: Path, iteration: int,
+                           seed: int) -> list[Trajectory]:
+    """Steps (1) and (2): initial answers from M_init, corrections of them from M_{n-1} (`latest`). A control
+    samples first attempts only, as many per question as STaSC generates in all (its generation budget)."""
+    if config.method != "stasc":
+        attempts_per_question = config.n_init * (1 + config.n_corr)
+        with _engine(config, latest) as backend:
+            return sample_first_attempts(backend, task, examples, config, attempts_per_question, seed)
+    if config.evolving_init or iteration == 1:
+        with _engine(config, latest) as backend:
+            return sample_pairs(backend, backend, task, examples, config, seed)
+    with _engine(config, m0) as init:
+        first = sample_first_attempts(init, task, examples, config, config.n_init, seed)
+    with _engine(config, latest) as backend:
+        return sample_corrections(backend, first, task, config, seed)
+
+
+def _engine(config: STaSCConfig, model: Path) -> closing[Backend]:
+    """One engine at a time, each closed before the next is built and before fine-tuning: a vLLM engine holds most
+    of the GPU until it is closed."""
+    from selfcorrect.backends import build_backend
+
+    return closing(build_backend(config.backend, str(model), config.backend_options))
+
+
+def finetune_iteration(out: Path, base: Path, selection: dict[str, Any], config: STaSCConfig,
+                       budget: dict[str, int] | None, seed: int, quiet: bool) -> None:
+    """Step (4): fine-tune `base` (M0 or M_{n-1}) on the selection, with loss on the correction only, into `out`."""
+    from selfcorrect.training.finetune import finetune
+
+    # the fine-tuning seed: 31 bits of the iteration's seed (published sandbox runs were made with this)
+    ft = config.finetune.model_copy(update={"seed": seed % 2**31, "report_to": config.report_to,
+                                            **({"max_steps": budget["steps"]} if budget else {})})
+    finetune(base, selection["conversations"], out, ft, loss_on="last_assistant",
+             replay=selection["replay"] or None, quiet=quiet)
+
+
+def evaluate_iteration(iteration: int, model_dir: Path, selection: dict[str, Any], run: Path, config: STaSCConfig,
+                       quiet: bool) -> dict[str, Any]:
+    """The summary row of an iteration that trained: its model evaluated, with its training and selection counts."""
+    training = json.loads((model_dir / FINETUNE_FILE).read_text())
+    return _row(iteration, evaluate(model_dir, run, f"iter-{iteration}", config, quiet), training, selection)
+
+
 @removes_fresh_output_on_error
 def run_stasc(config: STaSCConfig, out: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, Any]:
-    from selfcorrect.backends import build_backend, model_weights
+    """Iteration 0 evaluates M0; iterations 1..N generate, select, fine-tune and evaluate, each step resumable."""
+    from selfcorrect.backends import model_weights
 
     task = get_task(config.task, **config.task_options)
     run = RunFolder.open(out, config.model_dump(), resume=resume)
@@ -289,47 +310,28 @@ def run_stasc(config: STaSCConfig, out: str | Path, resume: bool = False, quiet:
     tracker = Tracker(config.report_to, run.path, config.model_dump())
     rows = [_row(0, evaluate(m0, run.path, "iter-0", config, quiet), None, None)]
     tracker.log(rows[0]["eval"], step=0)
-    previous = m0
+    latest = m0
     for n in range(1, config.iterations + 1):
         seed = request_seed(config.seed, "stasc", n)
         budget = _budget(config, n)
-        started = time.perf_counter()
-
-        def generation(n=n, previous=previous, seed=seed) -> list[Trajectory]:
-            # One engine at a time, each closed before the next is built and before fine-tuning: a vLLM engine
-            # holds most of the GPU until it is closed.
-            def engine(model: Path) -> closing[Backend]:
-                return closing(build_backend(config.backend, str(model), config.backend_options))
-
-            if config.method != "stasc":
-                samples = config.n_init * (1 + config.n_corr)  # the same generation budget as STaSC
-                with engine(previous) as latest:
-                    return sample_first_attempts(latest, task, train_examples, config, samples, seed)
-            if config.evolving_init or n == 1:
-                with engine(previous) as latest:
-                    return sample_pairs(latest, latest, task, train_examples, config, seed)
-            with engine(m0) as init:
-                first = sample_first_attempts(init, task, train_examples, config, config.n_init, seed)
-            with engine(previous) as latest:
-                return sample_corrections(latest, first, task, config, seed)
-
-        pairs = store.trajectories(f"iter-{n}/generation.jsonl", generation)
-        timings[f"iter-{n}/generation_s"] = time.perf_counter() - started
+        with timed(timings, f"iter-{n}/generation_s"):
+            pairs = store.trajectories(f"iter-{n}/generation.jsonl", generate_training_data, config, task,
+                                       train_examples, m0, latest, n, seed)
         selection = select_training_set(pairs, config, seed, budget)
-        store.json(f"iter-{n}/selection.json", lambda s=selection: _public(s))
+        store.json(f"iter-{n}/selection.json", _public, selection)
         if not selection["conversations"]:
             # The paper meets this too (Qwen, N_init = N_corr = 1: "no improving corrections"): M_n = M_{n-1}.
             rows.append({**_row(n, rows[-1]["eval"], None, None), "selection": _public(selection),
                          "note": "no training examples kept; model unchanged"})
             continue
-        base = previous if config.evolving_ft else m0
-        started = time.perf_counter()
-        model_dir = store.folder(f"iter-{n}/model", _train(base, selection, config, budget, seed, quiet))
-        timings[f"iter-{n}/finetune_s"] = time.perf_counter() - started
-        training = json.loads((model_dir / FINETUNE_FILE).read_text())
-        rows.append(_row(n, evaluate(model_dir, run.path, f"iter-{n}", config, quiet), training, selection))
-        tracker.log({**rows[-1]["eval"], "train/steps": training["steps"], "train/kept": selection["n_used"]}, step=n)
-        previous = model_dir
+        base = latest if config.evolving_ft else m0
+        with timed(timings, f"iter-{n}/finetune_s"):
+            model_dir = store.folder(f"iter-{n}/model", finetune_iteration, base, selection, config, budget, seed,
+                                     quiet)
+        rows.append(evaluate_iteration(n, model_dir, selection, run.path, config, quiet))
+        tracker.log({**rows[-1]["eval"], "train/steps": rows[-1]["training"]["steps"],
+                     "train/kept": selection["n_used"]}, step=n)
+        latest = model_dir
     tracker.close()
     summary = {"command": "stasc", "variant": config.variant, "method": config.method, "seed": config.seed,
                "task": task.describe(), "iterations": rows, "selection": choose_iteration(rows, config),

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,42 +22,51 @@ from selfcorrect.trajectory import Trajectory
 
 
 class StepStore:
-    """Caches the results of named steps under `root`."""
+    """The finished steps of one run, under its folder.
+
+    `store.json(name, step, *args)` returns the saved result of step `name`, or else calls `step(*args)`, saves the
+    result atomically and returns it. A step is a named function of the arguments given here, never of variables a
+    closure captured, so a method's loop reads as its pseudo-code and what a step depends on is visible at the call.
+    """
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        self.computed: list[str] = []
 
     def path(self, name: str) -> Path:
         return self.root / name
 
-    def json(self, name: str, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    def json(self, name: str, step: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
         path = self.path(name)
         if path.is_file():
             return json.loads(path.read_text())
-        result = compute()
+        result = step(*args)
         write_json(path, result)
-        self.computed.append(name)
         return result
 
-    def trajectories(self, name: str, compute: Callable[[], list[Trajectory]]) -> list[Trajectory]:
+    def trajectories(self, name: str, step: Callable[..., list[Trajectory]], *args: Any) -> list[Trajectory]:
         path = self.path(name)
         if path.is_file():
             return [Trajectory.from_json(line) for line in path.read_text().splitlines() if line.strip()]
-        result = compute()
+        result = step(*args)
         atomic_write_text(path, "".join(t.to_json() + "\n" for t in result))
-        self.computed.append(name)
         return result
 
-    def folder(self, name: str, build: Callable[[Path], Any]) -> Path:
-        """A folder step (a fine-tuned model): `build(tmp)` fills a temporary folder that is renamed when done."""
+    def folder(self, name: str, step: Callable[..., Any], *args: Any) -> Path:
+        """A folder step (a fine-tuned model): `step(tmp, *args)` fills a temporary folder, renamed when done."""
         path = self.path(name)
         if path.is_dir():
             return path
         tmp = path.with_name(path.name + ".partial")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.parent.mkdir(parents=True, exist_ok=True)
-        build(tmp)
+        step(tmp, *args)
         os.replace(tmp, path)
-        self.computed.append(name)
         return path
+
+
+@contextmanager
+def timed(timings: dict[str, float], key: str) -> Iterator[None]:
+    """Record in `timings[key]` the seconds the block took (a summary's `timings`); nothing if it raised."""
+    started = time.perf_counter()
+    yield
+    timings[key] = time.perf_counter() - started

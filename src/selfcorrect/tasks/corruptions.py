@@ -2,7 +2,7 @@
 chain answers, where a step ends.
 
 InSeC (arXiv 2412.16653) trains on `question -> mistake <marker> correction`. Its mistakes come either from the
-model's own wrong samples (on-policy) or from corruption functions applied to the correct answer (synthetic). A
+model's own wrong answers (on-policy) or from corruption functions applied to the correct answer (synthetic). A
 corruption is task knowledge — what a plausible wrong answer looks like — so each task returns its own kit
 (`Task.mistake_kit`, built from the pieces here; `tasks.get_kit(name, pool)` looks one up), never guessed by the
 method. Related work warns that synthetic errors often fail to teach correction because they do not
