@@ -27,6 +27,7 @@ from typing import Any
 from selfcorrect.analysis.metrics import correct_at
 from selfcorrect.errors import SelfCorrectError
 from selfcorrect.runs import SAMPLES_FILE, RunFolder, read_saved_config, read_trajectories
+from selfcorrect.tasks import task_class
 from selfcorrect.trajectory import Trajectory
 
 #: The flips a reader wants to see transcripts of, in the order the page shows them.
@@ -243,7 +244,7 @@ def _transcript(trajectory: Trajectory) -> str:
 
 def _run_section(row: Row, per_flip: int) -> str:
     parts = [f"<h2>{html.escape(row.label)}</h2>"]
-    if row.application and row.application.get("name") == "bbq":
+    if row.application and task_class(row.task).measures == "bias":
         parts.append("<p>BBQ accuracy and bias score by context (Parrish et al. 2022; +1 always with the stereotype, "
                      "−1 always against it)</p>" + _bias_table(row.application))
     chosen = transcripts(row.trajectories, per_flip) if row.trajectories else {}
