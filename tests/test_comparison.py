@@ -111,3 +111,19 @@ def test_a_run_that_is_not_finished_is_one_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "empty"), str(tmp_path / "empty"), "--out", str(tmp_path / "p.html")]) == 2
     assert "has no summary.json" in capsys.readouterr().err
     assert not (tmp_path / "p.html").exists()
+
+
+def test_a_stasc_run_that_selected_no_iteration_is_one_error_naming_why(tmp_path, capsys):
+    """A STaSC config whose select_split/select_temperature match none of its evaluations selects nothing; its
+    summary says so, and the report names the file, the field and the reason instead of failing on a missing key."""
+    run = tmp_path / "stasc"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: sandbox\n")
+    (run / "summary.json").write_text(json.dumps({
+        "schema_version": 2, "command": "stasc", "variant": "EIE", "method": "stasc", "seed": 0,
+        "task": {"name": "sandbox-chain"}, "iterations": [{"iteration": 0, "eval": {}}],
+        "selection": {"note": "no validation@T1 evaluation to select on"}, "timings": {}, "environment": {}}))
+    assert main(["report", str(run), "--out", str(tmp_path / "page.html")]) == 2
+    err = capsys.readouterr().err
+    assert "summary.json: field 'selection': no validation@T1 evaluation to select on" in err
+    assert not (tmp_path / "page.html").exists()

@@ -82,6 +82,9 @@ def _eval_method(summary: dict[str, Any]) -> str:
 
 
 def _stasc_rows(run: Path, summary: dict[str, Any]) -> list[Row]:
+    if "iteration" not in summary["selection"]:
+        raise SelfCorrectError(f"{run / 'summary.json'}: field 'selection': {summary['selection'].get('note')}, so "
+                               "there is no iteration to compare")
     chosen = summary["selection"]["iteration"]
     config = read_saved_config(run)
     name = "STaSC " + summary["variant"] if summary["method"] == "stasc" else summary["method"].upper()

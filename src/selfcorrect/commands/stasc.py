@@ -52,8 +52,10 @@ def stasc_command(ctx: typer.Context, out: Out = None, variant: Variant = None, 
     for where in summary["iterations"][0]["eval"]:
         typer.echo(f"\n{cfg.method.upper()} {cfg.variant}, {where} (95% bootstrap intervals):")
         typer.echo(iteration_table(summary, where))
-    typer.echo(f"\nselected iteration (on {summary['selection'].get('selected_on')}): "
-               f"{summary['selection'].get('iteration')}")
+    selection = summary["selection"]
+    typer.echo(f"\nselected iteration (on {selection['selected_on']}): {selection['iteration']}"
+               if "iteration" in selection else f"\nno iteration selected: {selection['note']} (set select_split "
+               f"and select_temperature to one of the evaluations)")
     typer.echo(f"run folder: {out}")
 
 
