@@ -113,16 +113,15 @@ def test_a_run_that_is_not_finished_is_one_error(tmp_path, capsys):
     assert not (tmp_path / "p.html").exists()
 
 
-def test_a_stasc_run_that_selected_no_iteration_is_one_error_naming_why(tmp_path, capsys):
-    """A STaSC config whose select_split/select_temperature match none of its evaluations selects nothing; its
-    summary says so, and the report names the file, the field and the reason instead of failing on a missing key."""
+def test_a_stasc_run_that_selected_no_iteration_says_why_and_is_one_error_in_a_report(sandbox_dir, tmp_path,
+                                                                                      capsys):
+    """select_temperature 1 (the default) with only greedy evaluations: nothing to select on. The run says so
+    (not "selected iteration (on None): None"), and a report names the file, the field and the reason."""
     run = tmp_path / "stasc"
-    run.mkdir()
-    (run / "config.yaml").write_text("model: sandbox\n")
-    (run / "summary.json").write_text(json.dumps({
-        "schema_version": 2, "command": "stasc", "variant": "EIE", "method": "stasc", "seed": 0,
-        "task": {"name": "sandbox-chain"}, "iterations": [{"iteration": 0, "eval": {}}],
-        "selection": {"note": "no validation@T1 evaluation to select on"}, "timings": {}, "environment": {}}))
+    assert main(["stasc", "--out", str(run), "--model", str(sandbox_dir), "--iterations", "1", "--n-init", "1",
+                 "--n-corr", "1", "--quiet", "--set", "task_options.n_digits=4", "--set",
+                 "task_options.sizes={train: 4, validation: 2, test: 2}", "--set", "eval_temperatures=[0]"]) == 0
+    assert "no iteration selected: no validation@T1 evaluation to select on" in capsys.readouterr().out
     assert main(["report", str(run), "--out", str(tmp_path / "page.html")]) == 2
     err = capsys.readouterr().err
     assert "summary.json: field 'selection': no validation@T1 evaluation to select on" in err
