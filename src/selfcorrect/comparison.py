@@ -196,7 +196,8 @@ def plot_rounds(rows: list[Row]) -> str | None:
         errors = [[v - r["ci"][0] for v, r in zip(values, row.by_round, strict=True)],
                   [r["ci"][1] - v for v, r in zip(values, row.by_round, strict=True)]]
         ax.errorbar(xs, values, yerr=errors, marker="o", capsize=3, label=row.label)
-    ax.set(xlabel="round (answer t)", ylabel="accuracy", title="Accuracy by round (95% bootstrap CI)")
+    ax.set(xlabel="round (answer t)", ylabel="accuracy", title="Accuracy by round (95% bootstrap CI)",
+           xticks=sorted({r["round"] for row in drawn for r in row.by_round}))
     ax.legend(fontsize="small")
     return _png(fig)
 
