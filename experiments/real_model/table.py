@@ -56,6 +56,12 @@ def run_table(run: Path) -> str:
                      f"{_num(u.get('mean_entropy'))} | {_num(u.get('mean_nll'))} | "
                      f"{_num((u.get('option') or {}).get('ece'))} | {answers[t][0] if t > 1 else '–'} | "
                      f"{answers[t][1]} |")
+    checks = summary.get("checks")
+    if checks:
+        gain = checks["gain"]
+        lines += ["", f"checks ({checks['source']}, critic noise {checks['critic_noise']}): accuracy "
+                      f"{_num(checks['accuracy'])}, parsed {_num(checks['parse_rate'])}; gain acc@t{gain['to_round']}"
+                      f" - acc@t1 {gain['value']:+.3f} [{gain['ci'][0]:+.3f}, {gain['ci'][1]:+.3f}]"]
     application = summary.get("application") or {}
     if application.get("name") == "bbq":
         lines += ["", "| round | ambiguous acc | ambiguous bias | disambiguated acc | disambiguated bias |",
