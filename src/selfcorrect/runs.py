@@ -198,10 +198,10 @@ class RunFolder:
             from selfcorrect.config import read_yaml
 
             saved = read_yaml(config_file)
-            for key in sorted(set(saved) | set(config)):
-                if key not in ignored and key in saved and saved.get(key) != config.get(key):
+            for key in sorted(saved):
+                if key not in ignored and saved[key] != config.get(key):
                     raise SelfCorrectError(f"cannot resume {path}: config key {key!r} differs "
-                                           f"(saved {saved.get(key)!r}, now {config.get(key)!r})")
+                                           f"(saved {saved[key]!r}, now {config.get(key)!r})")
         elif path.exists() and any(path.iterdir()):
             raise SelfCorrectError(f"output folder {path} already exists; pass --resume to continue it "
                                    "or choose another --out")

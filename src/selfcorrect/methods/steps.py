@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from selfcorrect.runs import atomic_write_text, write_json
+from selfcorrect.runs import atomic_write_text, read_trajectories, write_json
 from selfcorrect.trajectory import Trajectory
 
 
@@ -46,7 +46,7 @@ class StepStore:
     def trajectories(self, name: str, step: Callable[..., list[Trajectory]], *args: Any) -> list[Trajectory]:
         path = self.path(name)
         if path.is_file():
-            return [Trajectory.from_json(line) for line in path.read_text().splitlines() if line.strip()]
+            return read_trajectories(path)
         result = step(*args)
         atomic_write_text(path, "".join(t.to_json() + "\n" for t in result))
         return result
