@@ -60,13 +60,6 @@ class Row:
         return f"{self.method} ({self.run.name})"
 
 
-def _estimate(value: Any) -> dict[str, Any] | None:
-    """A flip share as an estimate: eval summaries keep bare shares per transition, InSeC full estimates."""
-    if value is None or isinstance(value, dict):
-        return value
-    return {"value": float(value), "ci": None}
-
-
 def _eval_row(run: Path, summary: dict[str, Any], method: str, model: str, folder: Path) -> Row:
     metrics = summary["metrics"]
     rounds = metrics["accuracy_by_round"]
@@ -165,8 +158,8 @@ def comparison_table(rows: list[Row]) -> str:
     body = []
     for row in rows:
         cells = [row.method, row.task, Path(row.model).name, str(row.seed), str(row.n_examples), _cell(row.first),
-                 _cell(row.second), _cell(row.delta, signed=True), _cell(_estimate(row.i_to_c)),
-                 _cell(_estimate(row.c_to_i)), str(row.run)]
+                 _cell(row.second), _cell(row.delta, signed=True), _cell(row.i_to_c),
+                 _cell(row.c_to_i), str(row.run)]
         body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
     return "<table><tr>" + "".join(f"<th>{h}</th>" for h in TABLE_HEAD) + "</tr>" + "".join(body) + "</table>"
 
