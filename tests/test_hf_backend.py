@@ -106,6 +106,23 @@ def test_n_samples_are_distinct_and_ordered(backends):
 
 
 @pytest.mark.slow
+def test_samples_of_one_prompt_share_one_prefill(backends):
+    """n samples of a request run their prompt once; each sample still continues its own prompt's cache."""
+    backend = backends["llama"]
+    widths = []
+    hook = backend.model.register_forward_pre_hook(lambda _, args, kwargs: widths.append(kwargs["input_ids"].shape),
+                                                   with_kwargs=True)
+    params = SamplingParams(temperature=1.0, max_new_tokens=6, n=3, seed=5)
+    try:
+        gens = backend.generate([_prompt(PROMPTS[0], params), _prompt(PROMPTS[2], params)])
+    finally:
+        hook.remove()
+    assert widths[0][0] == 2 and widths[1] == (6, 1)  # prefill: 2 distinct prompts; decode: all 6 rows
+    alone = backend.generate([_prompt(PROMPTS[2], params)])
+    assert [g.token_ids for g in gens[3:]] == [g.token_ids for g in alone]
+
+
+@pytest.mark.slow
 def test_stop_string_truncates_and_stops_early(backends):
     backend = backends["llama"]
     full = backend.generate([_prompt(PROMPTS[0], SamplingParams(max_new_tokens=16))])[0]

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from selfcorrect.config import build_config
 from selfcorrect.errors import SelfCorrectError
@@ -213,6 +214,8 @@ def test_paper_configs_run_one_iteration_on_tiny_models_of_their_architecture(co
     first = turns[0]["turns"]
     assert first[0]["template"] == "stasc_question" and first[2]["template"] == "stasc_correction"
     assert "Write a correction if the initial answer is incorrect." in first[2]["text"]
+    saved = yaml.safe_load((tmp_path / "run" / "iter-1" / "eval-test-T0.6" / "config.yaml").read_text())
+    assert (saved["max_new_tokens"], saved["top_p"], saved["temperature"]) == (12, 0.9, 0.6)  # as trained on
 
 
 def test_pretraining_replay_draws_noisy_writer_traces_outside_the_eval_splits():
@@ -241,8 +244,6 @@ def _summary(seed: int, method: str, accs: list[tuple[float, float]], selected: 
 
 
 def test_table_from_runs_groups_by_variant_and_control_at_the_selected_iteration(tmp_path):
-    import yaml
-
     from selfcorrect.methods.stasc_sweep import format_markdown, table_from_runs
 
     runs = {"EIE-seed0": _summary(0, "stasc", [(0.5, 0.4), (0.5, 0.7), (0.4, 0.9)], 1),

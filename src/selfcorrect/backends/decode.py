@@ -12,7 +12,8 @@ Where the time goes on a real model, and what the loop does about it (numbers: b
   cache once they are an eighth of the rows still decoding, so compaction copies the cache rarely.
 - transformers' default cache grows by concatenation, copying every layer's keys and values at every step. Here
   each layer writes into a buffer allocated once for the whole decode and hands attention a view of it.
-- Rows are decoded in chunks of similar prompt length (the caller sorts them), so prefill pads little.
+- Rows are decoded in chunks of similar prompt length (the caller sorts them), so prefill pads little, and rows
+  with the same prompt (a request's `n` samples) share one prefill.
 - The prompt's logits are computed at the last position only, and hidden states only when a request asks.
 
 Token logprobs and entropies are those of the model's raw distribution (temperature 1, no top-p), whatever the
@@ -241,14 +242,31 @@ def run_prompts(model: Any, input_ids: Any, mask: Any, cache: Any, output_hidden
 
 
 def _prefill(model: Any, rows: list[Row], input_ids: Any, mask: Any, cache: Any) -> tuple[Any, Any]:
-    """Run the prompts once: the last position's logits, and the requested layers' states averaged over each span.
+    """Run each distinct prompt once: the last position's logits, and the requested layers' states averaged over
+    each span.
 
-    Hidden states are kept only for the layers some row asked for, and only as their per-row span means.
+    Rows with the same prompt (the `n` samples of one request: STaSC's N_corr corrections, InSeC's on-policy draws)
+    share one prefill, whose KV cache is then copied to each of them, as option scoring does. Hidden states are
+    kept only for the layers some row asked for, and only as their per-row span means.
     """
     import torch
 
+    slots: dict[tuple[int, ...], int] = {}
+    firsts: list[int] = []  # the first row of each distinct prompt
+    owner_list = []
+    for i, row in enumerate(rows):
+        slot = slots.setdefault(tuple(row.prompt_ids), len(firsts))
+        if slot == len(firsts):
+            firsts.append(i)
+        owner_list.append(slot)
+    shared = len(firsts) < len(rows)
+    if shared:
+        input_ids, mask = input_ids[firsts], mask[firsts]
     layers = sorted({layer for r in rows for layer in r.request.hidden_layers})
     out = run_prompts(model, input_ids, mask, cache, output_hidden_states=bool(layers))
+    owner = torch.tensor(owner_list, device=input_ids.device)
+    if shared:
+        cache.batch_select_indices(owner)
     hidden = None
     if layers:
         states = out.hidden_states
@@ -256,8 +274,9 @@ def _prefill(model: Any, rows: list[Row], input_ids: Any, mask: Any, cache: Any)
             raise SelfCorrectError(f"hidden_layers {layers} out of range: this model has {len(states)} hidden "
                                    f"states (0 = embeddings, {len(states) - 1} or -1 = last layer)")
         spans = [max(1, min(r.request.hidden_span, len(r.prompt_ids))) for r in rows]
-        hidden = {layer: torch.stack([states[layer][i, -span:].float().mean(0) for i, span in enumerate(spans)]).cpu()
+        hidden = {layer: torch.stack([states[layer][owner_list[i], -span:].float().mean(0)
+                                      for i, span in enumerate(spans)]).cpu()
                   for layer in layers}
         del states
-    return out.logits[:, -1, :], hidden
+    return out.logits[:, -1, :][owner], hidden
 

@@ -219,7 +219,8 @@ def evaluate(model_dir: Path, run: Path, prefix: str, config: STaSCConfig, quiet
     """acc@t1, acc@t2 and flips on every eval split and temperature, each an ordinary resumable `eval` run."""
     from selfcorrect.methods.evaluate import EvalConfig, run_eval
 
-    # the same task, prompts, backend and seed; eval's own sampling defaults, but for the temperature
+    # the same task, prompts, backend, seed, top-p and answer length as the samples trained on; the temperature
+    # is the evaluation's own
     shared = block_values(config, TaskBlock, ModelBlock, SeedBlock)
     results: dict[str, Any] = {}
     for split in config.eval_splits:
@@ -230,7 +231,8 @@ def evaluate(model_dir: Path, run: Path, prefix: str, config: STaSCConfig, quiet
                 metrics = finished.read_summary()["metrics"]
             else:
                 eval_config = EvalConfig(**{**shared, "model": str(model_dir)}, split=split, limit=config.eval_limit,
-                                         rounds=1, temperature=temperature, review_prompt=config.review_prompt,
+                                         rounds=1, temperature=temperature, top_p=config.top_p,
+                                         max_new_tokens=config.max_new_tokens, review_prompt=config.review_prompt,
                                          cache=False)
                 metrics = run_eval(eval_config, out, resume=out.exists(), quiet=quiet)["metrics"]
             results[f"{split}@T{temperature:g}"] = metrics
