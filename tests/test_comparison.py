@@ -67,19 +67,26 @@ def test_transcripts_are_picked_by_flip_in_id_order(bbq_runs):
     assert all(flip_of(t) == "I->C" for t in chosen["I->C"])
 
 
+def _ci_text(estimate: dict) -> str:
+    return f"{estimate['value']:.3f} [{estimate['ci'][0]:.3f}, {estimate['ci'][1]:.3f}]"
+
+
 def test_the_page_holds_the_table_the_bias_scores_and_the_transcripts(bbq_runs, tmp_path, capsys):
     root, examples = bbq_runs
     page_path = tmp_path / "compare.html"
     assert main(["report", str(root / "no-review"), str(root / "review"), "--out", str(page_path)]) == 0
     page = page_path.read_text()
     review = rows_of(root / "review")[0]
-    assert f"{review.second['value']:.3f} [{review.second['ci'][0]:.3f}, {review.second['ci'][1]:.3f}]" in page
+    assert _ci_text(review.second) in page
     assert page.index("no review") < page.index("intrinsic (2 rounds)")  # rows in the order the runs were given
     assert page.count("data:image/png;base64,") == 2  # the methods plot and the rounds plot
     assert "ambiguous bias" in page and "I->C: 2 examples" in page
     first_fixed = min((ex for ex in examples[:6] if ex.gold != 0), key=lambda ex: ex.id)
     assert f"The answer is ({'abc'[first_fixed.gold]})." in page  # the model's own words, not only counts
     assert not list(tmp_path.glob("*.tmp*"))
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+    assert printed[0].startswith("| method | task") and len(printed) == 3  # the same table, as markdown
+    assert printed[2].startswith("| intrinsic (2 rounds) |") and _ci_text(review.second) in printed[2]
 
 
 def test_a_stasc_and_an_insec_run_become_rows_of_their_test_evaluations(sandbox_dir, tmp_path):

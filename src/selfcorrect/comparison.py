@@ -153,15 +153,22 @@ TABLE_HEAD = ("method", "task", "model", "seed", "n", "acc@t1 [95% CI]", "acc@t2
               "I->C", "C->I", "run")
 
 
+def _cells(row: Row) -> list[str]:
+    return [row.method, row.task, Path(row.model).name, str(row.seed), str(row.n_examples), _cell(row.first),
+            _cell(row.second), _cell(row.delta, signed=True), _cell(row.i_to_c), _cell(row.c_to_i), str(row.run)]
+
+
 def comparison_table(rows: list[Row]) -> str:
     """The method-against-method table as HTML."""
-    body = []
-    for row in rows:
-        cells = [row.method, row.task, Path(row.model).name, str(row.seed), str(row.n_examples), _cell(row.first),
-                 _cell(row.second), _cell(row.delta, signed=True), _cell(row.i_to_c),
-                 _cell(row.c_to_i), str(row.run)]
-        body.append("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>")
+    body = ["<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in _cells(row)) + "</tr>" for row in rows]
     return "<table><tr>" + "".join(f"<th>{h}</th>" for h in TABLE_HEAD) + "</tr>" + "".join(body) + "</table>"
+
+
+def comparison_markdown(runs: list[str | Path]) -> str:
+    """The same table as markdown, for the terminal and for docs that quote it."""
+    lines = ["| " + " | ".join(TABLE_HEAD) + " |", "|" + "---|" * len(TABLE_HEAD)]
+    lines += ["| " + " | ".join(_cells(row)) + " |" for run in runs for row in rows_of(run)]
+    return "\n".join(lines)
 
 
 def _png(fig: Any) -> str:

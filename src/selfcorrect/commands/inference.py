@@ -70,7 +70,8 @@ def probe_command(ctx: typer.Context, run_dir: RunDir, train_run: TrainRun = Non
 
 def report_command(runs: RunDirs, out: Out = None) -> None:
     """From saved results alone. One run: its figures and page (RUN/report/index.html). Several runs, or --out:
-    one page with them side by side, method against method (the page --out names)."""
+    one page with them side by side, method against method (the page --out names); the table is also printed,
+    as markdown."""
     from selfcorrect.errors import SelfCorrectError
 
     if len(runs) == 1 and out is None:
@@ -80,9 +81,11 @@ def report_command(runs: RunDirs, out: Out = None) -> None:
         return
     if out is None:
         raise SelfCorrectError("report: several runs need --out PAGE.html, the comparison page to write")
-    from selfcorrect.comparison import build_comparison
+    from selfcorrect.comparison import build_comparison, comparison_markdown
 
-    typer.echo(f"report: {build_comparison(runs, out)}")
+    page = build_comparison(runs, out)
+    typer.echo(comparison_markdown(runs))
+    typer.echo(f"report: {page}")
 
 
 def register(app: typer.Typer) -> None:
