@@ -109,6 +109,7 @@ def test_a_stasc_and_an_insec_run_become_rows_of_their_test_evaluations(sandbox_
     (marker,) = rows_of(tmp_path / "insec")
     assert marker.first == insec["final"]["first_attempt_accuracy"] and marker.second == insec["final"]["accuracy"]
     assert marker.i_to_c == insec["final"]["i_to_c"] and marker.trajectories.is_file()
+    assert marker.model == str(sandbox_dir)  # the model trained, not the trained copy's folder
     page = build_comparison([tmp_path / "stasc", tmp_path / "insec"], tmp_path / "page.html").read_text()
     assert "STaSC ENE" in page and "InSeC (on_policy negatives)" in page
 

@@ -37,6 +37,18 @@ def _answer_counts(run: RunFolder) -> dict[int, tuple[int, int]]:
     return {t: (repeats, unread) for t, (repeats, unread) in counts.items()}
 
 
+def _verdicts(run: RunFolder) -> dict[bool, dict[str | None, int]]:
+    """First answer right or wrong -> how often the first check called it bad, good, or said nothing parseable."""
+    counts: dict[bool, dict[str | None, int]] = {}
+    for trajectory in run.read_samples():
+        check = next((turn for turn in trajectory.turns if turn.kind == "check"), None)
+        if check is None or check.verdict is None:
+            continue
+        row = counts.setdefault(bool(trajectory.model_turns()[0].verdict.correct), {})
+        row[check.verdict.extracted] = row.get(check.verdict.extracted, 0) + 1
+    return counts
+
+
 def run_table(run: Path) -> str:
     folder = RunFolder(run)
     summary = folder.read_summary()
@@ -61,7 +73,11 @@ def run_table(run: Path) -> str:
         gain = checks["gain"]
         lines += ["", f"checks ({checks['source']}, critic noise {checks['critic_noise']}): accuracy "
                       f"{_num(checks['accuracy'])}, parsed {_num(checks['parse_rate'])}; gain acc@t{gain['to_round']}"
-                      f" - acc@t1 {gain['value']:+.3f} [{gain['ci'][0]:+.3f}, {gain['ci'][1]:+.3f}]"]
+                      f" - acc@t1 {gain['value']:+.3f} [{gain['ci'][0]:+.3f}, {gain['ci'][1]:+.3f}]",
+                  "", "| first answer | check says bad | check says good | nothing parsed |", "|---|---|---|---|"]
+        for right, counts in sorted(_verdicts(folder).items(), reverse=True):
+            lines.append(f"| {'right' if right else 'wrong'} | {counts.get('bad', 0)} | {counts.get('good', 0)} | "
+                         f"{counts.get(None, 0)} |")
     application = summary.get("application") or {}
     if application.get("name") == "bbq":
         lines += ["", "| round | ambiguous acc | ambiguous bias | disambiguated acc | disambiguated bias |",

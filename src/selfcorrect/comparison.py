@@ -98,8 +98,10 @@ def _stasc_rows(run: Path, summary: dict[str, Any]) -> list[Row]:
 def _insec_row(run: Path, summary: dict[str, Any]) -> Row:
     final = summary["final"]
     last = summary["iterations"][-1]["iteration"]
-    return Row(run=run, method=f"InSeC ({summary['negatives']} negatives), iteration {last}",
-               task=summary["task"]["name"], model=summary["model"], seed=summary["seed"],
+    negatives = summary["negatives"]
+    method = "SFT (InSeC without negatives)" if negatives == "none" else f"InSeC ({negatives} negatives)"
+    return Row(run=run, method=f"{method}, iteration {last}", task=summary["task"]["name"],
+               model=str(read_saved_config(run).get("model")), seed=summary["seed"],
                n_examples=final["n_examples"], first=final["first_attempt_accuracy"], second=final["accuracy"],
                delta=None, i_to_c=final["i_to_c"], c_to_i=final["c_to_i"],
                trajectories=run / f"iter-{last}" / "eval.jsonl")
