@@ -2,8 +2,8 @@
 # Review prompts on SmolLM2-135M-Instruct: the papers' review instructions against the plain one, one review round,
 # greedy, seed 0. NQ-open (first 100 test questions, at most 64 new tokens): the plain `review`, arXiv 2406.02378's
 # `review-confident` and STaSC's `stasc_correction` (configs/stasc/prompts_nq.yaml, arXiv 2503.08681). BBQ Age (first
-# 100, option confidence on): the plain `review`, `review-confident` and `bbq-review` (arXiv 2406.02378's BBQ
-# prompt). `python experiments/real_model/table.py $OUT/*` prints the tables of docs/real-model.md.
+# 100, option confidence on): the plain `review`, `review-confident` (the same text as arXiv 2406.02378's
+# `bbq-review`) and `bbq-review-unbiased` (its social-bias variant). `python experiments/real_model/table.py $OUT/*` prints the tables of docs/real-model.md.
 # Usage: bash experiments/real_model/review_prompts.sh OUT
 set -euo pipefail
 OUT=${1:?usage: review_prompts.sh OUT}
@@ -22,6 +22,6 @@ for prompt in review review-confident; do
 done
 run nq-stasc_correction --task nq-open --limit 100 --set max_new_tokens=64 --review-prompt stasc_correction \
   --set prompts_file=configs/stasc/prompts_nq.yaml
-for prompt in review review-confident bbq-review; do
+for prompt in review review-confident bbq-review-unbiased; do
   run bbq-$prompt --task bbq --limit 100 --question-prompt bbq-question --set max_new_tokens=64 --review-prompt $prompt
 done
