@@ -3,7 +3,8 @@
 # greedy, seed 0. NQ-open (first 100 test questions, at most 64 new tokens): the plain `review`, arXiv 2406.02378's
 # `review-confident` and STaSC's `stasc_correction` (configs/stasc/prompts_nq.yaml, arXiv 2503.08681). BBQ Age (first
 # 100, option confidence on): the plain `review`, `review-confident` (the same text as arXiv 2406.02378's
-# `bbq-review`) and `bbq-review-unbiased` (its social-bias variant). `python experiments/real_model/table.py $OUT/*` prints the tables of docs/real-model.md.
+# `bbq-review`) and `bbq-review-unbiased` (its social-bias variant).
+# `python experiments/real_model/table.py $OUT/*` prints the tables of docs/real-model.md.
 # Usage: bash experiments/real_model/review_prompts.sh OUT
 set -euo pipefail
 OUT=${1:?usage: review_prompts.sh OUT}

@@ -17,7 +17,7 @@ from selfcorrect.errors import SelfCorrectError, suggest
 from selfcorrect.trajectory import Example, Verdict
 
 __all__ = ["REWARDS", "Reward", "Verdict", "choice", "exact_match", "final_number", "get_reward", "in_accuracy",
-           "in_accuracy_final", "normalize_answer", "parse_number", "refusal", "refusal_anywhere"]
+           "in_accuracy_final", "mentions", "normalize_answer", "parse_number", "refusal", "refusal_anywhere"]
 
 Reward = Callable[[Example, str], Verdict]
 
@@ -70,10 +70,14 @@ def _final_answer(text: str) -> str:
 # Short-answer QA
 
 
+def mentions(text: str, alias: str) -> bool:
+    """Whether `alias` appears in `text` as a run of normalised tokens: what in-accuracy counts as naming it."""
+    return _contains(_tokens(text), _tokens(alias))
+
+
 def _inclusion(example: Example, text: str) -> Verdict:
-    output = _tokens(text)
     for alias in _aliases(example):
-        if _contains(output, _tokens(alias)):
+        if mentions(text, alias):
             return Verdict(1.0, extracted=alias, reason=f"output contains gold alias {alias!r}")
     return Verdict(0.0, extracted=None, reason="no gold alias in the output")
 

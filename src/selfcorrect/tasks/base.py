@@ -80,6 +80,7 @@ _REGISTRY: dict[str, str] = {
     "bbq": "selfcorrect.tasks.bbq:BBQTask",
     "advbench": "selfcorrect.tasks.advbench:AdvBenchTask",
     "arithmetic": "selfcorrect.tasks.arithmetic:ArithmeticTask",
+    "capitals": "selfcorrect.tasks.capitals:CapitalsTask",
     "jsonl": "selfcorrect.tasks.generic:GenericTask",
 }
 
