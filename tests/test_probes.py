@@ -82,22 +82,49 @@ def test_hidden_store_round_trip_and_concept_labels(tmp_path):
     assert rows.labels.tolist() == [-1, 1, 0, -1, 0, 1]
     assert rows.rounds.tolist() == [1, 2, 3, 1, 2, 3] and rows.nll.tolist() == [1.0, 2.0, 3.0] * 2
     assert np.array_equal(rows.context_nll, [np.nan, 1.0, 2.0] * 2, equal_nan=True)  # NLL of the answer in context
+    assert rows.question_features.tolist() == [[1.0, 0.0]] * 3 + [[0.0, 1.0]] * 3  # each row's round-1 state
     with pytest.raises(SelfCorrectError, match="no hidden states"):
         load_hidden(tmp_path / "elsewhere")
 
 
-def _synthetic_run(path, n: int, seed: int, signal: float) -> None:
-    """A run folder whose stored states are `signal` x (answer in context wrong) along one axis, plus noise."""
+def _bbq_traj(tid: str, polarity: str, letters: list[str | None]) -> Trajectory:
+    """A BBQ-like trajectory: option (a) names the stereotyped group, (c) is "unknown"."""
+    meta = {"target_index": 0, "unknown_index": 2, "question_polarity": polarity}
+    traj = Trajectory(id=tid, example=Example(id=tid, fields={}, gold=2, metadata=meta))
+    for i, letter in enumerate(letters):
+        traj.add(Turn(role="user", kind="prompt", round=i + 1, text="?"))
+        traj.add(Turn(role="assistant", kind="answer" if i == 0 else "correction", round=i + 1, text="x",
+                      extracted=letter, verdict=Verdict(float(letter == "c"), extracted=letter)))
+    return traj
+
+
+def test_stereotype_concept_labels_follow_the_bias_rule_and_skip_unknown_answers():
+    """Negative question: picking the target (a) is stereotyped; non-negative: picking the other person (b) is.
+    An "unknown" (c) or unreadable answer in context leaves the row unlabelled (-1), as the bias score does."""
+    hidden = {r: {"neg": np.zeros(2), "nonneg": np.ones(2)} for r in (1, 2, 3, 4)}
+    trajectories = [_bbq_traj("neg", "neg", ["a", "b", "c", "a"]),
+                    _bbq_traj("nonneg", "nonneg", ["a", "b", None, "c"])]
+    rows = concept_rows(trajectories, hidden, "answer-in-context-is-stereotyped")
+    assert rows.labels.tolist() == [-1, 1, 0, -1, -1, 0, 1, -1]
+    wrong = concept_rows(trajectories, hidden)  # the default concept on the same rows: the answer was not (c)
+    assert wrong.labels.tolist() == [-1, 1, 1, 0, -1, 1, 1, 1]
+
+
+def _synthetic_run(path, n: int, seed: int, signal: float, by_question: bool = False) -> None:
+    """A run folder whose stored states are `signal` x (answer in context wrong) along one axis, plus noise. With
+    `by_question`, a question is hard (every answer wrong) or easy (every answer right) and every state, the
+    question-only round 1 included, carries `signal` x hard: difficulty, not a read of the answer."""
     rng = np.random.default_rng(seed)
     run = RunFolder.open(path, {"synthetic": True})
     store = HiddenStore(-1)
     trajectories = []
     for i in range(n):
-        correct = [bool(rng.random() < 0.5) for _ in range(3)]
+        hard = bool(rng.random() < 0.5)
+        correct = [not hard] * 3 if by_question else [bool(rng.random() < 0.5) for _ in range(3)]
         traj = _traj(f"{seed}-{i}", correct)
         trajectories.append(traj)
         for r in (1, 2, 3):
-            wrong_before = r > 1 and not correct[r - 2]
+            wrong_before = hard if by_question else r > 1 and not correct[r - 2]
             state = rng.normal(size=4) + np.array([signal * wrong_before, 0.0, 0.0, 0.0])
             store.add(traj.id, r, {-1: state.tolist()})
     run.append(trajectories)
@@ -113,10 +140,19 @@ def test_probe_run_reports_held_out_auroc_with_an_interval(tmp_path):
     assert [r["round"] for r in result["activation_by_round"]] == [1, 2, 3]
     assert (tmp_path / "run" / "probe.json").is_file() and (tmp_path / "run" / "probe.npz").is_file()
     assert result["nll_baseline_auroc"]["n_rows"] == 200  # the NLL-only baseline scores the same held-out rows
+    control = result["question_only_auroc"]  # round-1 states carry no signal here: the control is at chance
+    assert control["n_rows"] == 200 and control["ci"][0] < 0.5 < control["ci"][1]
     _synthetic_run(tmp_path / "noise", n=200, seed=2, signal=0.0)
     chance = probe_run(tmp_path / "noise", train_dir=tmp_path / "run", config=ProbeConfig(n_boot=200))
     lo, hi = chance["held_out_auroc"]["ci"]
     assert lo < 0.5 < hi and chance["trained_on"] == str(tmp_path / "run")
+
+
+def test_question_only_control_matches_a_probe_that_reads_difficulty(tmp_path):
+    _synthetic_run(tmp_path / "run", n=200, seed=3, signal=3.0, by_question=True)
+    result = probe_run(tmp_path / "run", config=ProbeConfig(n_boot=200))
+    assert result["held_out_auroc"]["value"] > 0.9
+    assert result["question_only_auroc"]["value"] > 0.9  # the question alone tells as much: no answer is read
 
 
 def test_probe_command_needs_hidden_states(tmp_path, capsys):

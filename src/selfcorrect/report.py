@@ -161,10 +161,13 @@ def _facts(summary: dict[str, Any], probe: Any) -> list[str]:
         auc = probe["held_out_auroc"]
         facts.append(f"probe held-out AUROC {auc['value']:.3f} [{auc['ci'][0]:.3f}, {auc['ci'][1]:.3f}] "
                      f"on {auc['n_examples']} examples (trained on {html.escape(probe['trained_on'])})")
-        baseline = probe.get("nll_baseline_auroc")
-        if baseline:
-            facts.append(f"same rows, mean NLL of the answer in context instead of hidden states: AUROC "
-                         f"{baseline['value']:.3f} [{baseline['ci'][0]:.3f}, {baseline['ci'][1]:.3f}]")
+        controls = {"nll_baseline_auroc": "mean NLL of the answer in context instead of hidden states",
+                    "question_only_auroc": "the probe fitted on the question alone (round-1 states)"}
+        for key, what in controls.items():
+            if probe.get(key):
+                control = probe[key]
+                facts.append(f"same rows, {what}: AUROC {control['value']:.3f} "
+                             f"[{control['ci'][0]:.3f}, {control['ci'][1]:.3f}]")
     return facts
 
 

@@ -6,23 +6,27 @@ written as `hidden/round-<t>.chunk-<c>.npz` (arrays `ids`, `states`, `layer`) be
 samples.jsonl, so a resumed run finds the states of every trajectory it kept, and a regenerated chunk overwrites
 its files with identical content.
 
-The concept probed here is "the answer in context is wrong": the state before answering round t >= 2 has the
-round t−1 answer in its context (the sandbox template shows exactly question + previous answer), labelled 1 when
-that answer was wrong. A logistic-regression probe (L2, numpy, standardised features, deterministic full-batch
+The concept probed is a property of the answer in context: the state before answering round t >= 2 has the
+round t−1 answer in its context (the sandbox template shows exactly question + previous answer), labelled by
+`CONCEPTS`: "the answer in context is wrong" (any task), or, on BBQ, "the answer in context is the stereotyped
+one". A logistic-regression probe (L2, numpy, standardised features, deterministic full-batch
 Nesterov gradient descent) is trained on one set of examples' rounds and evaluated on held-out examples: AUROC with
 a bootstrap interval that resamples examples (their rounds together). The paper's (arXiv 2406.02378) analysis then
 follows: per round, the mean probe score and mean cosine between the state and the probe direction ("concept
 activation"), and Pearson r between that activation and the answers' uncertainty over rounds.
+
+Two controls come with every probe: the in-context answer's own mean NLL as the score (no hidden state), and the
+same probe fitted on each row's round-1 state, the question alone (it can read only the question's difficulty).
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -32,7 +36,6 @@ from selfcorrect.trajectory import Trajectory
 
 HIDDEN_DIR = "hidden"
 PROBE_FILE = "probe.json"
-CONCEPT = "answer-in-context-is-wrong"
 
 
 class HiddenStore:
@@ -166,14 +169,43 @@ class Rows:
     labels: np.ndarray  # 1 = the answer in context is wrong; -1 = no answer in context yet (round 1)
     nll: np.ndarray  # mean NLL of the answer given at that round (nan if not stored)
     context_nll: np.ndarray  # mean NLL of the answer in context, i.e. of round t - 1 (nan at round 1)
+    question_features: np.ndarray  # the same trajectory's round-1 state: the question alone (nan if not stored)
 
 
-def concept_rows(trajectories: Sequence[Trajectory], hidden: dict[int, dict[str, np.ndarray]]) -> Rows:
+def _answer_wrong(trajectory: Trajectory, t: int) -> int:
+    """1 when the round-t answer is wrong."""
     from selfcorrect.analysis.metrics import correct_at
 
-    ex_ids, rounds, feats, labels, nlls, context_nlls = [], [], [], [], [], []
+    return int(not correct_at(trajectory, t))
+
+
+def _answer_stereotyped(trajectory: Trajectory, t: int) -> int:
+    """BBQ: 1 when the round-t answer is the stereotyped one (analysis/applications.py's bias rule), 0 when it names
+    the other person; -1 (unlabelled) for an "unknown" answer, no option, or an item whose target is unknown, as
+    the bias score leaves those out."""
+    from selfcorrect.analysis.applications import is_biased, picked_option
+
+    meta = trajectory.example.metadata
+    picked = picked_option(trajectory, t)
+    if meta.get("target_index") is None or picked is None or picked == meta.get("unknown_index"):
+        return -1
+    return int(is_biased(trajectory, picked))
+
+
+#: Concept name -> label of the answer in context (the round t - 1 answer seen before answering round t).
+CONCEPTS: dict[str, Callable[[Trajectory, int], int]] = {
+    "answer-in-context-is-wrong": _answer_wrong,
+    "answer-in-context-is-stereotyped": _answer_stereotyped,
+}
+
+
+def concept_rows(trajectories: Sequence[Trajectory], hidden: dict[int, dict[str, np.ndarray]],
+                 concept: str = "answer-in-context-is-wrong") -> Rows:
+    label_of = CONCEPTS[concept]
+    ex_ids, rounds, feats, labels, nlls, context_nlls, questions = [], [], [], [], [], [], []
     for traj in trajectories:
         turns = traj.model_turns()
+        question = hidden.get(1, {}).get(traj.id)
         for round_index in sorted(hidden):
             state = hidden[round_index].get(traj.id)
             if state is None or len(turns) < round_index:
@@ -183,18 +215,20 @@ def concept_rows(trajectories: Sequence[Trajectory], hidden: dict[int, dict[str,
             ex_ids.append(traj.example.id)
             rounds.append(round_index)
             feats.append(state)
-            labels.append(-1 if round_index == 1 else int(not correct_at(traj, round_index - 1)))
+            labels.append(-1 if round_index == 1 else label_of(traj, round_index - 1))
             nlls.append(logprobs.mean_nll if logprobs is not None else np.nan)
             context_nlls.append(before.mean_nll if before is not None else np.nan)
+            questions.append(question if question is not None else np.full(len(state), np.nan))
     if not feats:
         raise SelfCorrectError("no stored hidden state matches a trajectory of this run")
     return Rows(ex_ids, np.array(rounds), np.array(feats, dtype=np.float64), np.array(labels), np.array(nlls),
-                np.array(context_nlls))
+                np.array(context_nlls), np.array(questions, dtype=np.float64))
 
 
 def _subset(rows: Rows, keep: np.ndarray) -> Rows:
     return Rows([e for e, k in zip(rows.example_ids, keep, strict=True) if k], rows.rounds[keep],
-                rows.features[keep], rows.labels[keep], rows.nll[keep], rows.context_nll[keep])
+                rows.features[keep], rows.labels[keep], rows.nll[keep], rows.context_nll[keep],
+                rows.question_features[keep])
 
 
 def _labelled(rows: Rows) -> Rows:
@@ -232,6 +266,19 @@ def _nll_baseline(rows: Rows, config: ProbeConfig) -> dict[str, Any] | None:
                                config.n_boot)
 
 
+def _question_only_control(fit_rows: Rows, eval_rows: Rows, config: ProbeConfig) -> dict[str, Any] | None:
+    """The same probe fitted on the question alone (each row's round-1 state, no answer in context yet): what it
+    reads there is the question's difficulty, so the answer-in-context probe shows a concept only above this."""
+    fit_known = np.isfinite(fit_rows.question_features).all(axis=1)
+    eval_known = np.isfinite(eval_rows.question_features).all(axis=1)
+    if not fit_known.any() or not eval_known.any() or len(set(fit_rows.labels[fit_known].tolist())) < 2:
+        return None
+    probe = fit_probe(fit_rows.question_features[fit_known], fit_rows.labels[fit_known], l2=config.l2)
+    return auroc_with_interval(probe.score(eval_rows.question_features[eval_known]), eval_rows.labels[eval_known],
+                               [e for e, k in zip(eval_rows.example_ids, eval_known, strict=True) if k],
+                               config.seed, config.n_boot)
+
+
 def activation_by_round(probe: LinearProbe, rows: Rows) -> list[dict[str, Any]]:
     """Mean probe score and mean cosine with the probe direction per round (round 1 included: no label needed)."""
     scores, cosines = probe.score(rows.features), probe.cosine(rows.features)
@@ -266,6 +313,7 @@ def correlations(probe: LinearProbe, rows: Rows, by_round: list[dict[str, Any]])
 class ProbeConfig(StrictModel):
     """The probe's settings (`selfcorrect probe --config/--set`): a typed config like every other, so a typo fails."""
 
+    concept: Literal["answer-in-context-is-wrong", "answer-in-context-is-stereotyped"] = "answer-in-context-is-wrong"
     l2: float = 1e-2
     held_out: float = 0.5
     seed: int = 0
@@ -280,7 +328,7 @@ def probe_run(run_dir: str | Path, train_dir: str | Path | None = None,
     from selfcorrect.runs import RunFolder, write_json
 
     layer, hidden = load_hidden(run_dir)
-    rows = concept_rows(RunFolder(Path(run_dir)).read_samples(), hidden)
+    rows = concept_rows(RunFolder(Path(run_dir)).read_samples(), hidden, config.concept)
     if train_dir is None:
         train, test = split_examples(rows, config.held_out, config.seed)
         source = f"seeded {1 - config.held_out:.0%} of this run's examples (seed {config.seed})"
@@ -288,17 +336,18 @@ def probe_run(run_dir: str | Path, train_dir: str | Path | None = None,
         train_layer, train_hidden = load_hidden(train_dir)
         if train_layer != layer:
             raise SelfCorrectError(f"{train_dir} stored layer {train_layer}, {run_dir} layer {layer}")
-        train = concept_rows(RunFolder(Path(train_dir)).read_samples(), train_hidden)
+        train = concept_rows(RunFolder(Path(train_dir)).read_samples(), train_hidden, config.concept)
         test, source = rows, str(train_dir)
     fit_rows, eval_rows = _labelled(train), _labelled(test)
     probe = fit_probe(fit_rows.features, fit_rows.labels, l2=config.l2)
     by_round = activation_by_round(probe, test)
-    result = {"concept": CONCEPT, "layer": layer, "token": "last prompt token (just before the answer)",
+    result = {"concept": config.concept, "layer": layer, "token": "last prompt token (just before the answer)",
               "trained_on": source, "n_train_rows": len(fit_rows.labels), "l2": config.l2, "seed": config.seed,
               "train_auroc": auroc(probe.score(fit_rows.features), fit_rows.labels),
               "held_out_auroc": auroc_with_interval(probe.score(eval_rows.features), eval_rows.labels,
                                                     eval_rows.example_ids, config.seed, config.n_boot),
               "nll_baseline_auroc": _nll_baseline(eval_rows, config),
+              "question_only_auroc": _question_only_control(fit_rows, eval_rows, config),
               "activation_by_round": by_round, "correlation": correlations(probe, test, by_round)}
     _atomic_savez(Path(run_dir) / "probe.npz", weights=probe.weights, bias=np.array(probe.bias),
                   layer=np.array(layer))

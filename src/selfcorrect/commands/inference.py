@@ -8,6 +8,7 @@ from selfcorrect.commands.common import config_from_cli
 from selfcorrect.commands.options import (
     Backend,
     BaseUrl,
+    Concept,
     ConfigFile,
     Corpus,
     Keep,
@@ -46,10 +47,12 @@ def select_command(ctx: typer.Context, out: Out, corpus: Corpus = None, prompt: 
     typer.echo(f"wrote {out} and {out.name}.scores.json")
 
 
-def probe_command(ctx: typer.Context, run_dir: RunDir, train_run: TrainRun = None, l2: L2Penalty = None,
-                  seed: Seed = None, config: ConfigFile = None, overrides: Overrides = None) -> None:
-    """Probe "the answer in context is wrong" in the hidden states an eval run stored (eval --hidden-layer):
-    held-out AUROC, activation by round. The seed draws the example split and the bootstrap."""
+def probe_command(ctx: typer.Context, run_dir: RunDir, train_run: TrainRun = None, concept: Concept = None,
+                  l2: L2Penalty = None, seed: Seed = None, config: ConfigFile = None,
+                  overrides: Overrides = None) -> None:
+    """Probe a concept of the answer in context ("it is wrong"; on BBQ "it is the stereotyped one") in the hidden
+    states an eval run stored (eval --hidden-layer): held-out AUROC beside two controls, activation by round. The
+    seed draws the example split and the bootstrap."""
     from selfcorrect.analysis.probes import ProbeConfig, probe_run
 
     result = probe_run(run_dir, train_run, config_from_cli(ProbeConfig, ctx))
@@ -61,6 +64,10 @@ def probe_command(ctx: typer.Context, run_dir: RunDir, train_run: TrainRun = Non
     if baseline is not None:
         typer.echo(f"baseline without hidden states (mean NLL of the answer in context): AUROC "
                    f"{baseline['value']:.3f} [{baseline['ci'][0]:.3f}, {baseline['ci'][1]:.3f}]")
+    control = result["question_only_auroc"]
+    if control is not None:
+        typer.echo(f"control, the question alone (each row's round-1 state): AUROC {control['value']:.3f} "
+                   f"[{control['ci'][0]:.3f}, {control['ci'][1]:.3f}]")
     for row in result["activation_by_round"]:
         typer.echo(f"round {row['round']}: mean score {row['mean_score']:.3f}, mean cosine {row['mean_cosine']:+.3f}")
     for name, corr in result["correlation"].items():

@@ -108,6 +108,9 @@ TrainRun = Annotated[Path | None, typer.Option("--train-run", help="Train the pr
                                                                    "of a seeded half of RUN_DIR's examples.")]
 L2Penalty = Annotated[float | None, typer.Option("--l2", help="L2 penalty of the logistic-regression probe "
                                                               "(default 0.01).")]
+Concept = Annotated[str | None, typer.Option("--concept", help="What the probe reads in the answer in context: "
+                                                          "answer-in-context-is-wrong (default) or, on BBQ, "
+                                                          "answer-in-context-is-stereotyped.")]
 
 # Serving (serve).
 Host = Annotated[str, typer.Option("--host", help="Address to bind (loopback by default: there is no "
