@@ -142,6 +142,8 @@ def test_probe_run_reports_held_out_auroc_with_an_interval(tmp_path):
     assert result["nll_baseline_auroc"]["n_rows"] == 200  # the NLL-only baseline scores the same held-out rows
     control = result["question_only_auroc"]  # round-1 states carry no signal here: the control is at chance
     assert control["n_rows"] == 200 and control["ci"][0] < 0.5 < control["ci"][1]
+    gap = control["probe_minus_control"]  # the probe reads the answer: far above the control, interval above 0
+    assert gap["value"] == pytest.approx(auc["value"] - control["value"]) and gap["ci"][0] > 0.3
     _synthetic_run(tmp_path / "noise", n=200, seed=2, signal=0.0)
     chance = probe_run(tmp_path / "noise", train_dir=tmp_path / "run", config=ProbeConfig(n_boot=200))
     lo, hi = chance["held_out_auroc"]["ci"]
@@ -153,6 +155,8 @@ def test_question_only_control_matches_a_probe_that_reads_difficulty(tmp_path):
     result = probe_run(tmp_path / "run", config=ProbeConfig(n_boot=200))
     assert result["held_out_auroc"]["value"] > 0.9
     assert result["question_only_auroc"]["value"] > 0.9  # the question alone tells as much: no answer is read
+    gap = result["question_only_auroc"]["probe_minus_control"]
+    assert gap["ci"][0] < 0 < gap["ci"][1]  # the probe beats the question alone by nothing resolvable
 
 
 def test_probe_command_needs_hidden_states(tmp_path, capsys):

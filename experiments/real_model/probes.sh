@@ -5,7 +5,8 @@
 # layer 0 (the embeddings) is the embedding-layer control, and `selfcorrect probe` adds the question-only control
 # (each row's round-1 state) and the mean-NLL baseline. `cat $OUT/*/probe.json` holds the numbers.
 # - capitals: "the answer in context is wrong", on the `capitals` task (196 train / 117 test questions), where a
-#   third of the answers are right (on NQ-open 9% are, too few to train on); layers 0, 15 and 30 (the last).
+#   third of the answers are right (on NQ-open 9% are, too few to train on); layers 0, 15 and 30 (the last), and
+#   layer 0 averaged over the last 64 prompt tokens.
 # - bbq: "the answer in context is the stereotyped one", on 400 / 200 BBQ items carved from the six shipped
 #   categories (split seed 0), `bbq-question` and `bbq-review`; layers 0 and 15.
 # Usage: bash experiments/real_model/probes.sh OUT [capitals|bbq|all]
@@ -30,6 +31,9 @@ if [ "$WHICH" = all ] || [ "$WHICH" = capitals ]; then
   for layer in 0 15 30; do
     probe capitals $layer answer-in-context-is-wrong --task capitals
   done
+  # the last prompt token's embedding is the same token in every row, so layer 0 there is constant; averaged over
+  # the last 64 prompt tokens (the answer in context and the review instruction) it is a bag-of-embeddings control
+  probe capitals-span64 0 answer-in-context-is-wrong --task capitals --hidden-span 64
 fi
 if [ "$WHICH" = all ] || [ "$WHICH" = bbq ]; then
   for layer in 0 15; do

@@ -266,17 +266,29 @@ def _nll_baseline(rows: Rows, config: ProbeConfig) -> dict[str, Any] | None:
                                config.n_boot)
 
 
-def _question_only_control(fit_rows: Rows, eval_rows: Rows, config: ProbeConfig) -> dict[str, Any] | None:
+def _question_only_control(probe: LinearProbe, fit_rows: Rows, eval_rows: Rows,
+                           config: ProbeConfig) -> dict[str, Any] | None:
     """The same probe fitted on the question alone (each row's round-1 state, no answer in context yet): what it
-    reads there is the question's difficulty, so the answer-in-context probe shows a concept only above this."""
+    reads there is the question's difficulty, so the answer-in-context probe shows a concept only above this.
+    `probe_minus_control` is the paired AUROC difference on the same held-out rows, resampling examples."""
+    from selfcorrect.analysis.metrics import grouped_bootstrap_ci
+
     fit_known = np.isfinite(fit_rows.question_features).all(axis=1)
     eval_known = np.isfinite(eval_rows.question_features).all(axis=1)
     if not fit_known.any() or not eval_known.any() or len(set(fit_rows.labels[fit_known].tolist())) < 2:
         return None
-    probe = fit_probe(fit_rows.question_features[fit_known], fit_rows.labels[fit_known], l2=config.l2)
-    return auroc_with_interval(probe.score(eval_rows.question_features[eval_known]), eval_rows.labels[eval_known],
-                               [e for e, k in zip(eval_rows.example_ids, eval_known, strict=True) if k],
-                               config.seed, config.n_boot)
+    control = fit_probe(fit_rows.question_features[fit_known], fit_rows.labels[fit_known], l2=config.l2)
+    labels = eval_rows.labels[eval_known]
+    ids = [e for e, k in zip(eval_rows.example_ids, eval_known, strict=True) if k]
+    control_scores = control.score(eval_rows.question_features[eval_known])
+    probe_scores = probe.score(eval_rows.features[eval_known])
+
+    def gap(rows: np.ndarray) -> float:
+        return auroc(probe_scores[rows], labels[rows]) - auroc(control_scores[rows], labels[rows])
+
+    lo, hi = grouped_bootstrap_ci(ids, gap, n_boot=config.n_boot, seed=config.seed)
+    return {**auroc_with_interval(control_scores, labels, ids, config.seed, config.n_boot),
+            "probe_minus_control": {"value": gap(np.arange(len(labels))), "ci": [lo, hi]}}
 
 
 def activation_by_round(probe: LinearProbe, rows: Rows) -> list[dict[str, Any]]:
@@ -347,7 +359,7 @@ def probe_run(run_dir: str | Path, train_dir: str | Path | None = None,
               "held_out_auroc": auroc_with_interval(probe.score(eval_rows.features), eval_rows.labels,
                                                     eval_rows.example_ids, config.seed, config.n_boot),
               "nll_baseline_auroc": _nll_baseline(eval_rows, config),
-              "question_only_auroc": _question_only_control(fit_rows, eval_rows, config),
+              "question_only_auroc": _question_only_control(probe, fit_rows, eval_rows, config),
               "activation_by_round": by_round, "correlation": correlations(probe, test, by_round)}
     _atomic_savez(Path(run_dir) / "probe.npz", weights=probe.weights, bias=np.array(probe.bias),
                   layer=np.array(layer))

@@ -66,8 +66,10 @@ def probe_command(ctx: typer.Context, run_dir: RunDir, train_run: TrainRun = Non
                    f"{baseline['value']:.3f} [{baseline['ci'][0]:.3f}, {baseline['ci'][1]:.3f}]")
     control = result["question_only_auroc"]
     if control is not None:
+        gap = control["probe_minus_control"]
         typer.echo(f"control, the question alone (each row's round-1 state): AUROC {control['value']:.3f} "
-                   f"[{control['ci'][0]:.3f}, {control['ci'][1]:.3f}]")
+                   f"[{control['ci'][0]:.3f}, {control['ci'][1]:.3f}]; probe minus control {gap['value']:+.3f} "
+                   f"[{gap['ci'][0]:+.3f}, {gap['ci'][1]:+.3f}]")
     for row in result["activation_by_round"]:
         typer.echo(f"round {row['round']}: mean score {row['mean_score']:.3f}, mean cosine {row['mean_cosine']:+.3f}")
     for name, corr in result["correlation"].items():
