@@ -8,7 +8,8 @@
 #   third of the answers are right (on NQ-open 9% are, too few to train on); layers 0, 15 and 30 (the last), and
 #   layer 0 averaged over the last 64 prompt tokens.
 # - bbq: "the answer in context is the stereotyped one", on 400 / 200 BBQ items carved from the six shipped
-#   categories (split seed 0), `bbq-question` and `bbq-review`; layers 0 and 15.
+#   categories (split seed 0), `bbq-question` and `bbq-review`; layers 0 and 15, and layer 0 averaged over the
+#   last 64 prompt tokens.
 # Usage: bash experiments/real_model/probes.sh OUT [capitals|bbq|all]
 set -euo pipefail
 OUT=${1:?usage: probes.sh OUT [capitals|bbq|all]}
@@ -36,9 +37,10 @@ if [ "$WHICH" = all ] || [ "$WHICH" = capitals ]; then
   probe capitals-span64 0 answer-in-context-is-wrong --task capitals --hidden-span 64
 fi
 if [ "$WHICH" = all ] || [ "$WHICH" = bbq ]; then
+  BBQ=(--task bbq --set task_options.splits.train=400 --set task_options.splits.test=200
+       --question-prompt bbq-question --review-prompt bbq-review --set max_new_tokens=64 --set option_confidence=false)
   for layer in 0 15; do
-    probe bbq $layer answer-in-context-is-stereotyped --task bbq --set task_options.splits.train=400 \
-      --set task_options.splits.test=200 --question-prompt bbq-question --review-prompt bbq-review \
-      --set max_new_tokens=64 --set option_confidence=false
+    probe bbq $layer answer-in-context-is-stereotyped "${BBQ[@]}"
   done
+  probe bbq-span64 0 answer-in-context-is-stereotyped "${BBQ[@]}" --hidden-span 64
 fi
