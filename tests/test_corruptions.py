@@ -91,5 +91,6 @@ def test_qa_corruptions_swap_in_another_example_or_slip():
 
 
 def test_tasks_without_corruptions_are_named_in_the_error():
-    with pytest.raises(SelfCorrectError, match=r"advbench.*with them: bbq, capitals, gsm8k, jsonl, nq-open, sandbox-chain"):
+    with pytest.raises(SelfCorrectError,
+                       match=r"advbench.*with them: bbq, capitals, gsm8k, jsonl, nq-open, sandbox-chain"):
         get_kit("advbench")

@@ -22,10 +22,8 @@ from selfcorrect.analysis.metrics import bootstrap_ci, correct_at
 from selfcorrect.runs import read_trajectories
 
 
-def test_correct(run: Path, round_index: int) -> dict[str, float]:
-    """Question id -> 1.0 if the answer at `round_index` is right, on the test split at the chosen iteration."""
-    summary = json.loads((run / "summary.json").read_text())
-    folder = run / f"iter-{summary['selection']['iteration']}" / "eval-test-T0"
+def test_correct(folder: Path, round_index: int) -> dict[str, float]:
+    """Question id -> 1.0 if the answer at `round_index` is right, in a test evaluation folder."""
     return {t.example.id: float(correct_at(t, round_index)) for t in read_trajectories(folder / "samples.jsonl")}
 
 
@@ -34,7 +32,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", type=Path)
     args = parser.parse_args()
     by_method: dict[str, dict[int, tuple[float, float]]] = defaultdict(dict)
-    folders: dict[tuple[str, int], Path] = {}
+    folders: dict[tuple[str, int], Path] = {}  # (method, seed) -> its test evaluation at the chosen iteration
     print("| method | seed | iteration chosen | test acc@t1 | test acc@t2 | kept pairs per iteration |")
     print("|---|---|---|---|---|---|")
     for run in args.runs:
@@ -44,7 +42,7 @@ def main() -> None:
         kept = [row["training"]["n_used"] if "training" in row else 0
                 for row in summary["iterations"] if row["iteration"] > 0]
         by_method[summary["method"]][summary["seed"]] = (scores["acc@t1"], scores["acc@t2"])
-        folders[summary["method"], summary["seed"]] = run
+        folders[summary["method"], summary["seed"]] = run / f"iter-{chosen['iteration']}" / "eval-test-T0"
         print(f"| {summary['method']} | {summary['seed']} | {chosen['iteration']} | {scores['acc@t1']:.3f} | "
               f"{scores['acc@t2']:.3f} | {', '.join(map(str, kept))} |")
     print("\n| method | seeds | test acc@t1, mean ± sd | test acc@t2, mean ± sd |\n|---|---|---|---|")

@@ -183,13 +183,10 @@ def _answer_stereotyped(trajectory: Trajectory, t: int) -> int:
     """BBQ: 1 when the round-t answer is the stereotyped one (analysis/applications.py's bias rule), 0 when it names
     the other person; -1 (unlabelled) for an "unknown" answer, no option, or an item whose target is unknown, as
     the bias score leaves those out."""
-    from selfcorrect.analysis.applications import is_biased, picked_option
+    from selfcorrect.analysis.applications import stereotyped_at
 
-    meta = trajectory.example.metadata
-    picked = picked_option(trajectory, t)
-    if meta.get("target_index") is None or picked is None or picked == meta.get("unknown_index"):
-        return -1
-    return int(is_biased(trajectory, picked))
+    stereotyped = stereotyped_at(trajectory, t)
+    return -1 if stereotyped is None else int(stereotyped)
 
 
 #: Concept name -> label of the answer in context (the round t - 1 answer seen before answering round t).
